@@ -1,0 +1,1 @@
+"""Keras architectures (installed as ``mtl_bench.models``)."""

@@ -1,0 +1,8 @@
+"""mtl-bench: does a multi-task model suffer negative transfer, and is it gradient conflict or forgetting?"""
+
+from mtl_bench.errors import UserInputError
+from mtl_bench.spec import FeatureSpec, Split, SuiteData, Task
+
+__version__ = "0.1.0"
+
+__all__ = ["FeatureSpec", "Split", "SuiteData", "Task", "UserInputError", "__version__"]

@@ -1,0 +1,247 @@
+"""The contract between task suites, models and the engine.
+
+A *suite* (``mtl_bench.tasks``) produces a :class:`SuiteData`: a
+:class:`FeatureSpec`, a tuple of :class:`Task` and three :class:`Split`.
+Models (``mtl_bench.models``) are built from the feature spec and the tasks
+and map a feature dict to ``dict[task_name, prediction]``. The engine owns the
+training step; a task owns its label, loss and metric.
+
+Feature dict layout (what a model's ``call`` receives and a split stores):
+
+* ``"numeric"``: float32 array of shape ``(n, len(spec.numeric))``, raw values;
+  the model's input block normalises them with ``spec.numeric_mean`` and
+  ``spec.numeric_std`` (fitted on the training split only).
+* ``"categorical"``: int32 array of shape ``(n, len(spec.categorical))``; column
+  ``j`` holds ids in ``[0, spec.vocabulary_sizes[j])``, id 0 meaning unknown.
+
+A key is present exactly when the spec has features of that kind.
+Labels are float32 arrays of shape ``(n,)``: 0/1 for binary tasks.
+Binary predictions are probabilities of shape ``(n, 1)``; regression
+predictions are values of shape ``(n, 1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+TaskKind = Literal["binary", "regression"]
+TASK_KINDS: tuple[str, ...] = ("binary", "regression")
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+# metric name -> True when higher is better.
+METRIC_DIRECTIONS: dict[str, bool] = {"auc": True, "logloss": False, "mse": False}
+LOSSES: dict[str, type[keras.losses.Loss]] = {
+    "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    "mse": keras.losses.MeanSquaredError,
+}
+_DEFAULTS: dict[str, tuple[str, str]] = {
+    "binary": ("binary_crossentropy", "auc"),
+    "regression": ("mse", "mse"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One prediction task: a label column with its loss and headline metric.
+
+    Args:
+        name: Identifier used as the model output key and in every result file.
+        label: Column of the suite's label table that holds the target.
+        kind: ``"binary"`` (probability output, 0/1 labels) or ``"regression"``.
+        loss: Key of :data:`LOSSES`; defaults from ``kind``.
+        metric: Headline metric, a key of :data:`METRIC_DIRECTIONS`; defaults
+            from ``kind`` (AUC for binary, MSE for regression).
+        weight: Weight of this task's loss in the joint objective.
+    """
+
+    name: str
+    label: str
+    kind: TaskKind
+    loss: str = ""
+    metric: str = ""
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(
+                f"Task name must be a non-empty identifier. Received: name={self.name!r}"
+            )
+        if self.kind not in TASK_KINDS:
+            raise ValueError(
+                f"Task {self.name!r}: kind must be one of {TASK_KINDS}. Received: kind={self.kind!r}"
+            )
+        loss, metric = _DEFAULTS[self.kind]
+        if not self.loss:
+            object.__setattr__(self, "loss", loss)
+        if not self.metric:
+            object.__setattr__(self, "metric", metric)
+        if self.loss not in LOSSES:
+            raise ValueError(
+                f"Task {self.name!r}: loss must be one of {sorted(LOSSES)}. Received: loss={self.loss!r}"
+            )
+        if self.metric not in METRIC_DIRECTIONS:
+            raise ValueError(
+                f"Task {self.name!r}: metric must be one of {sorted(METRIC_DIRECTIONS)}. "
+                f"Received: metric={self.metric!r}"
+            )
+        if self.kind == "regression" and self.metric != "mse":
+            raise ValueError(
+                f"Task {self.name!r}: a regression task is scored by 'mse'. Received: metric={self.metric!r}"
+            )
+        if not (self.weight >= 0 and np.isfinite(self.weight)):
+            raise ValueError(
+                f"Task {self.name!r}: weight must be a finite number >= 0. Received: weight={self.weight!r}"
+            )
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Direction of the headline metric."""
+        return METRIC_DIRECTIONS[self.metric]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric reported for this task, headline first."""
+        return ("auc", "logloss") if self.kind == "binary" else ("mse",)
+
+    def loss_fn(self) -> keras.losses.Loss:
+        """A fresh Keras loss object (mean over the batch)."""
+        return LOSSES[self.loss]()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Task:
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """Model inputs: numeric columns with train statistics and categorical vocabularies.
+
+    Args:
+        numeric: Names of the numeric columns, in the order of ``features["numeric"]``.
+        numeric_mean: Training-split mean of each numeric column.
+        numeric_std: Training-split standard deviation of each numeric column (> 0).
+        categorical: Names of the categorical columns, in the order of
+            ``features["categorical"]``.
+        vocabulary_sizes: Number of ids of each categorical column, id 0 = unknown.
+    """
+
+    numeric: tuple[str, ...] = ()
+    numeric_mean: tuple[float, ...] = ()
+    numeric_std: tuple[float, ...] = ()
+    categorical: tuple[str, ...] = ()
+    vocabulary_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        if not (len(self.numeric) == len(self.numeric_mean) == len(self.numeric_std)):
+            raise ValueError(
+                "FeatureSpec: numeric, numeric_mean and numeric_std must have equal lengths. "
+                f"Received: {len(self.numeric)}, {len(self.numeric_mean)}, {len(self.numeric_std)}"
+            )
+        if len(self.categorical) != len(self.vocabulary_sizes):
+            raise ValueError(
+                "FeatureSpec: categorical and vocabulary_sizes must have equal lengths. "
+                f"Received: {len(self.categorical)}, {len(self.vocabulary_sizes)}"
+            )
+        if not self.numeric and not self.categorical:
+            raise ValueError("FeatureSpec: at least one numeric or categorical feature is needed.")
+        if any(not (s > 0) for s in self.numeric_std):
+            raise ValueError(f"FeatureSpec: numeric_std must be > 0. Received: {self.numeric_std}")
+        if any(int(v) < 2 for v in self.vocabulary_sizes):
+            raise ValueError(
+                f"FeatureSpec: vocabulary sizes must be >= 2 (id 0 is unknown). Received: {self.vocabulary_sizes}"
+            )
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Keys of the feature dict a model receives."""
+        return tuple(k for k, cols in ((NUMERIC, self.numeric), (CATEGORICAL, self.categorical)) if cols)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        return cls(**{k: tuple(v) for k, v in d.items()})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Split:
+    """One data split: a feature dict and a label dict (see the module docstring)."""
+
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        sizes = {len(v) for v in (*self.features.values(), *self.labels.values())}
+        if len(sizes) > 1:
+            raise ValueError(f"Split: all arrays must have the same length. Received lengths {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.labels.values())))
+
+    def take(self, index: np.ndarray | slice) -> Split:
+        """Rows ``index`` of every array, as a new split."""
+        return Split(
+            {k: v[index] for k, v in self.features.items()},
+            {k: v[index] for k, v in self.labels.items()},
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SuiteData:
+    """A task suite, materialised: what the engine trains and evaluates on.
+
+    Args:
+        name: Suite name (``"synthetic"``, ``"census-income"``, ``"table"``).
+        variant: Suite parameters that identify this variant in result files,
+            e.g. ``{"correlation": 0.5}`` or ``{"group": "income"}``; each key
+            becomes a column of metrics.csv and summary.csv.
+        features: The feature spec, fitted on ``train``.
+        tasks: The tasks, in suite order.
+        train: Training split.
+        validation: Validation split: early stopping, tuning and verdicts use it.
+        test: Test split, touched once per run.
+        notes: Facts every output must repeat (e.g. how the split was made).
+    """
+
+    name: str
+    variant: dict[str, Any]
+    features: FeatureSpec
+    tasks: tuple[Task, ...]
+    train: Split
+    validation: Split
+    test: Split
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"SuiteData {self.name!r}: task names must be unique and non-empty. Received: {names}")
+        for split_name in ("train", "validation", "test"):
+            split: Split = getattr(self, split_name)
+            if len(split) == 0:
+                raise ValueError(f"SuiteData {self.name!r}: the {split_name} split is empty")
+            missing = [n for n in names if n not in split.labels]
+            if missing:
+                raise ValueError(f"SuiteData {self.name!r}: {split_name} split has no labels for tasks {missing}")
+
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"Unknown task {name!r}; valid: {[t.name for t in self.tasks]}")
+
+    def with_tasks(self, tasks: tuple[Task, ...]) -> SuiteData:
+        """The same data with a subset (or reweighting) of the tasks."""
+        return dataclasses.replace(self, tasks=tuple(tasks))

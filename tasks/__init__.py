@@ -1,0 +1,1 @@
+"""Task suites (installed as ``mtl_bench.tasks``)."""
