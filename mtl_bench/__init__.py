@@ -1,5 +1,10 @@
 """mtl-bench: does a multi-task model suffer negative transfer, and is it gradient conflict or forgetting?"""
 
+import os
+
+# TensorFlow's C++ start-up chatter hides the benchmark's own output; users can still override it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import FeatureSpec, Split, SuiteData, Task
 
