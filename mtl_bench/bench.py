@@ -1,0 +1,97 @@
+"""``mtl-bench bench``: the engine's training throughput against plain ``keras.Model.fit``.
+
+Both contenders train the identical architecture (same seed, same initial
+weights), on the same synthetic data, batch size and validation split, in one
+process. Each is warmed up for one epoch (tracing), then timed over several
+epochs; repeats alternate between contenders and the median is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from mtl_bench.models import ARCHITECTURES
+from mtl_bench.spec import SuiteData
+from mtl_bench.tasks import SUITES
+from mtl_bench.training import Trainer
+
+LEARNING_RATE = 1e-3
+
+
+def _model(data: SuiteData, arch: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return ARCHITECTURES[arch](features=data.features, tasks=data.tasks)
+
+
+def engine_contender(data: SuiteData, arch: str, batch_size: int) -> Callable[[int], None]:
+    """A function training the engine's joint regime for ``epochs`` epochs."""
+    trainer = Trainer(_model(data, arch), data.tasks, learning_rate=LEARNING_RATE)
+
+    def train(epochs: int) -> None:
+        trainer.fit(data.train, data.validation, epochs=epochs, batch_size=batch_size, seed=0, patience=0)
+
+    return train
+
+
+def keras_fit_contender(data: SuiteData, arch: str, batch_size: int) -> Callable[[int], None]:
+    """The same model trained by ``model.compile`` + ``model.fit`` with the tasks' losses and weights."""
+    model = _model(data, arch)
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss={t.name: t.loss_fn() for t in data.tasks},
+        loss_weights={t.name: t.weight for t in data.tasks},
+    )
+    labels = lambda split: {t.name: split.labels[t.name].reshape(-1, 1) for t in data.tasks}  # noqa: E731
+    x, y = data.train.features, labels(data.train)
+    validation = (data.validation.features, labels(data.validation))
+
+    def train(epochs: int) -> None:
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation, shuffle=True, verbose=0)
+
+    return train
+
+
+def throughput(contenders: dict[str, Callable[[int], None]], rows: int, epochs: int, repeats: int) -> dict[str, float]:
+    """Median examples/s of each contender over alternating timed repeats (after a one-epoch warm-up)."""
+    for train in contenders.values():
+        train(1)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, train in contenders.items():
+            start = time.perf_counter()
+            train(epochs)
+            samples[name].append(rows * epochs / (time.perf_counter() - start))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def main(*, arch: str = "mmoe", rows: int = 20000, batch_size: int = 256, epochs: int = 3, repeats: int = 3) -> dict[str, float]:
+    """Runs the benchmark, prints a table and returns the measured figures."""
+    from mtl_bench.errors import UserInputError
+
+    if arch not in ARCHITECTURES or arch == "single_task":
+        raise UserInputError(f"unknown architecture {arch!r}; valid: {sorted(set(ARCHITECTURES) - {'single_task'})}")
+    for name, value in (("rows", rows), ("batch-size", batch_size), ("epochs", epochs), ("repeats", repeats)):
+        if value < 1:
+            raise UserInputError(f"--{name} must be >= 1. Received: {value}")
+    data = SUITES["synthetic"](seed=0, train_rows=rows)
+    results = throughput(
+        {
+            "mtl-bench engine": engine_contender(data, arch, batch_size),
+            "keras.Model.fit": keras_fit_contender(data, arch, batch_size),
+        },
+        rows,
+        epochs,
+        repeats,
+    )
+    ratio = results["mtl-bench engine"] / results["keras.Model.fit"]
+    print(f"joint training throughput, arch={arch}, {rows} rows, batch {batch_size}, {epochs} epochs × {repeats} repeats")
+    for name, value in results.items():
+        print(f"  {name:<18} {value:>12,.0f} examples/s")
+    print(f"  ratio engine / fit  {ratio:>10.3f}   (target >= 1.0)")
+    results["ratio"] = float(np.round(ratio, 4))
+    return results

@@ -1,0 +1,200 @@
+"""The ``mtl-bench`` command line: the only place that maps names to objects for users.
+
+Every user-fixable error is printed as one line, ``mtl-bench: error: ...``, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mtl_bench.errors import UserInputError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints usage + message; we want one line
+        raise UserInputError(f"{self.prog}: error: {message}")
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of names. Received: {text!r}")
+    return names
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE[,VALUE...]`` with each value read as a TOML value where it parses (numbers, booleans)."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...]. Received: {text!r}")
+
+    def value(v: str) -> Any:
+        try:
+            return tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
+            return v
+
+    values = [value(v.strip()) for v in raw.split(",")]
+    return name.strip(), values if len(values) > 1 else values[0]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mtl-bench",
+        description=(
+            "Does a multi-task model suffer negative transfer, and is it gradient conflict or forgetting? "
+            "Trains task suites single-task, jointly and sequentially on shared-bottom, MMoE and PLE models "
+            "and writes tidy results to a run directory."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="train a grid of suite variants × architectures × regimes × seeds into runs/<run-id>/",
+        description=(
+            "Train a grid of cells (suite variant × arch × regime × order × seed) and write config.toml, "
+            "metrics.csv, summary.csv and manifest.json to a run directory. With no options: the synthetic "
+            "suite (MMoE paper generator) at correlations 1.0, 0.5 and 0.0, all architectures and regimes."
+        ),
+    )
+    run.add_argument("--config", metavar="FILE.toml", help="start from this configuration (e.g. runs/<id>/config.toml)")
+    run.add_argument("--suite", help="task suite: synthetic, census-income or table")
+    run.add_argument("--group", help="census-income task group: income or education")
+    run.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
+    run.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
+    run.add_argument(
+        "--param", action="append", type=_param, default=[], metavar="NAME=VALUE[,VALUE...]",
+        help="suite parameter; several values sweep it (e.g. --param correlation=1.0,0.5,0.0); repeatable",
+    )
+    run.add_argument("--arch", type=_names, metavar="A,B,..", help="architectures: shared_bottom, mmoe, omoe, ple")
+    run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: single, joint, sequential")
+    run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
+                     help="a sequential task order (repeatable); default every order of two tasks")
+    run.add_argument("--epochs", type=int, metavar="N", help="maximum epochs per training phase")
+    run.add_argument("--seeds", type=int, metavar="N", help="number of seeds per configuration")
+    run.add_argument("--first-seed", type=int, metavar="S", help="first seed (seeds are S..S+N-1)")
+    run.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
+    run.add_argument("--learning-rate", type=float, metavar="LR", help="Adam learning rate")
+    run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
+    run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
+    run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<run-id>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished cells")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure training throughput against plain keras.Model.fit",
+        description=(
+            "Measure, in one process, joint-regime training throughput (examples/s) of the mtl-bench engine "
+            "against plain keras.Model.fit on the identical model, data and batch size, and print the ratio."
+        ),
+    )
+    bench.add_argument("--arch", default="mmoe", help="architecture to time (default: mmoe)")
+    bench.add_argument("--rows", type=int, default=20000, help="training rows (default: 20000)")
+    bench.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
+    bench.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (default: 3)")
+    bench.add_argument("--repeats", type=int, default=3, help="alternating timed repeats (default: 3)")
+    return parser
+
+
+def _run_config(args: argparse.Namespace):
+    from mtl_bench.config import RunConfig
+
+    config = RunConfig.from_toml(args.config) if args.config else None
+    data: dict[str, Any] = config.to_dict() if config else {}
+    if args.suite and args.suite != data.get("suite"):
+        data["suite"] = args.suite
+        data["suite_params"] = {}
+    params = dict(data.get("suite_params", RunConfig().suite_params if "suite" not in data else {}))
+    if args.group:
+        params["group"] = args.group
+    if args.table:
+        params["table"] = args.table
+    if args.data_dir:
+        params["data_dir"] = args.data_dir
+    for name, value in args.param:
+        params[name] = value
+    data["suite_params"] = params
+    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"),
+                      ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
+                      ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
+                      ("max_eval_rows", "max_eval_rows")]:
+        value = getattr(args, flag)
+        if value is not None:
+            data[key] = value
+    return RunConfig.from_dict(data, source="command line")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mtl_bench import runner
+    from mtl_bench.summary import format_table
+
+    progress = None if args.quiet else sys.stderr
+    if args.resume:
+        run_dir = runner.resume(args.resume, progress=progress)
+    else:
+        run_dir = runner.run(_run_config(args), out=args.out, progress=progress)
+    if not args.quiet:
+        import pandas as pd
+
+        from mtl_bench import io
+
+        manifest = io.read_json(run_dir / "manifest.json")
+        summary_path = run_dir / "summary.csv"
+        if summary_path.is_file():
+            summary = pd.read_csv(summary_path, keep_default_na=False, na_values=[""])
+            print("\nTest split: headline metric mean±95% CI half-width (transfer vs single-task; < 0 = negative transfer)")
+            print(format_table(summary, manifest["variant_columns"]))
+        for note in manifest["notes"]:
+            print(f"note: {note}")
+        if manifest["reason"]:
+            print(f"note: {manifest['reason']}")
+    print(f"run directory: {run_dir} ({_status(run_dir)})")
+    return 0
+
+
+def _status(run_dir: Path) -> str:
+    from mtl_bench import io
+
+    return io.read_json(Path(run_dir) / "manifest.json")["status"]
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mtl_bench import bench
+
+    bench.main(arch=args.arch, rows=args.rows, batch_size=args.batch_size, epochs=args.epochs, repeats=args.repeats)
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return COMMANDS[args.command](args)
+    except UserInputError as err:
+        message = str(err).splitlines()[0] if str(err) else "invalid input"
+        if not message.startswith("mtl-bench"):
+            message = f"mtl-bench: error: {message}"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("mtl-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""One configuration dataclass per run, loadable from and written to TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from mtl_bench.errors import UserInputError
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that determines a run; ``config.toml`` in a run directory is this, resolved.
+
+    Attributes:
+        suite: Name of a task suite (a key of ``mtl_bench.tasks.SUITES``).
+        suite_params: Keyword arguments of the suite's ``load``; a list value is a
+            sweep: every value becomes a suite variant of its own.
+        archs: Architectures trained by the joint and sequential regimes (keys of
+            ``mtl_bench.models.ARCHITECTURES``); the single regime always uses
+            ``single_task``.
+        arch_params: Constructor arguments per architecture name.
+        regimes: Training regimes (keys of ``mtl_bench.regimes.REGIMES``).
+        orders: Task orders of the sequential regime; empty means every order for
+            two tasks, and the suite order plus its reverse for more.
+        seeds: Number of seeds; seed ``s`` runs ``first_seed + s``.
+        first_seed: The first seed.
+        epochs: Maximum epochs per training phase.
+        patience: Early stopping: epochs without a better validation loss before stopping.
+        batch_size: Training batch size.
+        learning_rate: Adam learning rate.
+        max_train_rows: Use at most this many training rows (small CI slices); 0 = all.
+        max_eval_rows: Use at most this many validation and test rows; 0 = all.
+        probe_every: Probe cadence in training steps; 0 switches the probe off.
+        tensorboard: Directory for TensorBoard scalars; empty = none.
+    """
+
+    suite: str = "synthetic"
+    suite_params: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"correlation": [1.0, 0.5, 0.0]}
+    )
+    archs: list[str] = dataclasses.field(default_factory=lambda: ["shared_bottom", "mmoe", "ple"])
+    arch_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    regimes: list[str] = dataclasses.field(default_factory=lambda: ["single", "joint", "sequential"])
+    orders: list[list[str]] = dataclasses.field(default_factory=list)
+    seeds: int = 3
+    first_seed: int = 0
+    epochs: int = 10
+    patience: int = 2
+    batch_size: int = 256
+    learning_rate: float = 3e-3
+    max_train_rows: int = 0
+    max_eval_rows: int = 0
+    probe_every: int = 0
+    tensorboard: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks values that need no registry (names are checked by :func:`mtl_bench.runner.plan`)."""
+        positive = ("seeds", "epochs", "batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserInputError(f"config: {name} must be an integer >= 1. Received: {name}={value!r}")
+        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise UserInputError(f"config: learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
+        for name in ("archs", "regimes"):
+            value = getattr(self, name)
+            if not value or not all(isinstance(v, str) and v for v in value):
+                raise UserInputError(f"config: {name} must be a non-empty list of names. Received: {name}={value!r}")
+        if not isinstance(self.suite_params, dict) or not isinstance(self.arch_params, dict):
+            raise UserInputError("config: suite_params and arch_params must be tables")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [self.first_seed + s for s in range(self.seeds)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserInputError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+        try:
+            return cls(**data)
+        except TypeError as err:  # wrong value types that dataclasses cannot coerce
+            raise UserInputError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise UserInputError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise UserInputError(f"config file {path} is not valid TOML: {err}") from None
+        return cls.from_dict(data, source=str(path))

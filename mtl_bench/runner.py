@@ -1,0 +1,344 @@
+"""A run: the grid of cells (suite variant × arch × regime × order × seed), executed and written to disk.
+
+Run directory layout (``runs/<run-id>/``):
+
+* ``config.toml``: the resolved :class:`~mtl_bench.config.RunConfig`;
+  ``mtl-bench run --config`` on it reproduces the run.
+* ``cells/<cell>.csv``: each finished cell's metric rows, committed before the next cell starts.
+* ``metrics.csv``: all cells' rows, long format.
+* ``summary.csv``: means, 95% CIs and transfer vs single-task (:mod:`mtl_bench.summary`).
+* ``manifest.json``: versions, seeds, notes, per-cell status and wall time, run status.
+
+Every file is written atomically; ``resume`` skips the cells already on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import inspect
+import itertools
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+import mtl_bench
+from mtl_bench import io
+from mtl_bench.config import RunConfig
+from mtl_bench.errors import UserInputError
+from mtl_bench.models import ARCHITECTURES
+from mtl_bench.regimes import REGIMES, SINGLE_ARCH, Job, order_label
+from mtl_bench.spec import SuiteData
+from mtl_bench.summary import summarize
+from mtl_bench.tasks import SUITES
+from mtl_bench.training import TrainingDiverged
+
+CELLS_DIR = "cells"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work, committed to disk as a whole."""
+
+    variant: tuple[tuple[str, Any], ...]  # the suite parameters of this variant, sorted
+    arch: str
+    regime: str
+    order: tuple[str, ...]
+    seed: int
+
+    @property
+    def key(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.variant] + [self.arch, self.regime, order_label(self.order), f"s{self.seed}"]
+        return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts).replace(">", "+"))
+
+    def describe(self) -> str:
+        variant = " ".join(f"{k}={v}" for k, v in self.variant)
+        return f"{variant} {self.arch} {self.regime} {order_label(self.order)} seed={self.seed}".strip()
+
+
+@dataclasses.dataclass
+class Plan:
+    """The validated grid of a configuration."""
+
+    config: RunConfig
+    cells: list[Cell]
+    variant_columns: list[str]
+    notes: list[str]
+
+
+def _suite_loader(config: RunConfig) -> Callable[..., SuiteData]:
+    if config.suite not in SUITES:
+        raise UserInputError(f"unknown suite {config.suite!r}; valid suites: {sorted(SUITES)}")
+    return SUITES[config.suite]
+
+
+def _variants(config: RunConfig) -> list[tuple[tuple[str, Any], ...]]:
+    loader = _suite_loader(config)
+    params = inspect.signature(loader).parameters
+    valid = sorted(p for p in params if p != "seed")
+    for name in config.suite_params:
+        if name not in valid:
+            raise UserInputError(f"suite {config.suite!r} has no parameter {name!r}; valid parameters: {valid}")
+    names = sorted(config.suite_params)
+    values = [v if isinstance(v, list) else [v] for v in (config.suite_params[n] for n in names)]
+    for name, vs in zip(names, values):
+        if not vs:
+            raise UserInputError(f"suite parameter {name!r} is an empty list")
+    return [tuple(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def load_suite(config: RunConfig, variant: tuple[tuple[str, Any], ...], seed: int) -> SuiteData:
+    """Loads one suite variant for one seed, cut to the configured row limits."""
+    loader = _suite_loader(config)
+    try:
+        data = loader(seed=seed, **dict(variant))
+    except TypeError as err:
+        raise UserInputError(f"suite {config.suite!r}: {err}") from None
+    if config.max_train_rows or config.max_eval_rows:
+        cut = lambda split, n: split.take(slice(0, n)) if n else split  # noqa: E731
+        data = dataclasses.replace(
+            data,
+            train=cut(data.train, config.max_train_rows),
+            validation=cut(data.validation, config.max_eval_rows),
+            test=cut(data.test, config.max_eval_rows),
+        )
+    return data
+
+
+def plan(config: RunConfig) -> Plan:
+    """Validates every name in ``config`` and expands the grid; loads each variant once to learn its tasks.
+
+    Raises:
+        UserInputError: For any unknown name or invalid value, before anything is written.
+    """
+    for arch in config.archs:
+        if arch not in ARCHITECTURES:
+            raise UserInputError(f"unknown architecture {arch!r}; valid architectures: {sorted(ARCHITECTURES)}")
+    for regime in config.regimes:
+        if regime not in REGIMES:
+            raise UserInputError(f"unknown regime {regime!r}; valid regimes: {sorted(REGIMES)}")
+    for arch in config.arch_params:
+        if arch not in ARCHITECTURES:
+            raise UserInputError(f"arch_params names unknown architecture {arch!r}; valid: {sorted(ARCHITECTURES)}")
+    cells: list[Cell] = []
+    variant_columns: list[str] = []
+    notes: list[str] = []
+    for variant in _variants(config):
+        data = load_suite(config, variant, config.first_seed)
+        _check_arch_params(config, data)
+        for column in data.variant:
+            if column not in variant_columns:
+                variant_columns.append(column)
+        notes.extend(n for n in data.notes if n not in notes)
+        names = [t.name for t in data.tasks]
+        for order in config.orders:
+            if sorted(order) != sorted(names):
+                raise UserInputError(
+                    f"sequential order {list(order)} must list each task once; tasks: {names}"
+                )
+        for seed in config.seed_list:
+            for regime_name in sorted(config.regimes, key=list(REGIMES).index):
+                regime = REGIMES[regime_name]
+                archs = config.archs if regime.uses_arch else [SINGLE_ARCH]
+                for arch in archs:
+                    for order in regime.orders(names, config.orders):
+                        cells.append(Cell(variant, arch, regime_name, order, seed))
+    return Plan(config, cells, variant_columns, notes)
+
+
+def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
+    """Builds each architecture once so a bad constructor argument fails before the run starts."""
+    archs = set(config.archs) | ({SINGLE_ARCH} if any(not REGIMES[r].uses_arch for r in config.regimes) else set())
+    for arch in sorted(archs):
+        tasks = data.tasks[:1] if arch == SINGLE_ARCH else data.tasks
+        try:
+            ARCHITECTURES[arch](features=data.features, tasks=tasks, **config.arch_params.get(arch, {}))
+        except (TypeError, ValueError) as err:
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserInputError(f"arch_params for {arch!r}: {message}") from None
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import sklearn
+
+    return {
+        "mtl_bench": mtl_bench.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "optuna": optuna.__version__,
+    }
+
+
+def new_run_id(config: RunConfig) -> str:
+    digest = hashlib.sha256(config.to_toml().encode()).hexdigest()[:6]
+    return f"{config.suite}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+class _Progress:
+    """A progress bar over cells: redrawn in place on a terminal, one line per cell otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+        self.tty = bool(stream and stream.isatty())
+
+    def update(self, text: str) -> None:
+        if not self.stream:
+            return
+        self.done += 1
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {text}"
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        if self.tty and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run(
+    config: RunConfig,
+    *,
+    out: str | Path | None = None,
+    runs_root: str | Path = "runs",
+    progress: TextIO | None = sys.stderr,
+) -> Path:
+    """Plans and executes a run into a new run directory.
+
+    Args:
+        config: The run configuration.
+        out: The run directory; default ``<runs_root>/<run-id>``. It must not exist
+            or be empty.
+        runs_root: Parent of generated run directories.
+        progress: Stream for the progress bar, or None.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        UserInputError: For invalid configuration (nothing is written then).
+    """
+    the_plan = plan(config)
+    run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(run_dir / "config.toml", config.to_toml())
+    manifest = {
+        "run_id": run_dir.name,
+        "status": "running",
+        "reason": "",
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "seeds": config.seed_list,
+        "notes": the_plan.notes,
+        "variant_columns": the_plan.variant_columns,
+        "cells": {},
+    }
+    io.write_json(run_dir / "manifest.json", manifest)
+    return _execute(the_plan, run_dir, manifest, progress)
+
+
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr) -> Path:
+    """Continues an interrupted run, skipping the cells already committed to disk."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file() or not (run_dir / "manifest.json").is_file():
+        raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
+    config = RunConfig.from_toml(run_dir / "config.toml")
+    manifest = io.read_json(run_dir / "manifest.json")
+    manifest["status"], manifest["reason"] = "running", ""
+    return _execute(plan(config), run_dir, manifest, progress)
+
+
+def _execute(the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: TextIO | None) -> Path:
+    config = the_plan.config
+    tf.config.experimental.enable_op_determinism()
+    cells_dir = run_dir / CELLS_DIR
+    cells_dir.mkdir(exist_ok=True)
+    bar = _Progress(len(the_plan.cells), progress)
+    cached: tuple[Any, SuiteData] | None = None
+    start = time.perf_counter()
+    try:
+        for cell in the_plan.cells:
+            if manifest["cells"].get(cell.key, {}).get("status") in ("complete", "failed"):
+                bar.update(f"{cell.describe()} (done before)")
+                continue
+            if cached is None or cached[0] != (cell.variant, cell.seed):
+                cached = ((cell.variant, cell.seed), load_suite(config, cell.variant, cell.seed))
+            t0 = time.perf_counter()
+            status = _run_cell(config, cell, cached[1], cells_dir)
+            manifest["cells"][cell.key] = {**status, "wall_seconds": round(time.perf_counter() - t0, 3)}
+            _write_results(run_dir, the_plan)
+            io.write_json(run_dir / "manifest.json", manifest)
+            bar.update(f"{cell.describe()} {time.perf_counter() - t0:.1f}s" + ("" if status["status"] == "complete" else " FAILED"))
+    except KeyboardInterrupt:
+        manifest["status"], manifest["reason"] = "interrupted", "interrupted by the user; continue with --resume"
+        io.write_json(run_dir / "manifest.json", manifest)
+        raise
+    except Exception as err:
+        manifest["status"], manifest["reason"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+        io.write_json(run_dir / "manifest.json", manifest)
+        raise
+    failed = [k for k, v in manifest["cells"].items() if v["status"] == "failed"]
+    manifest["status"] = "failed" if failed and len(failed) == len(manifest["cells"]) else "complete"
+    manifest["reason"] = f"{len(failed)} cell(s) failed: {failed}" if failed else ""
+    manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0.0) + time.perf_counter() - start, 3)
+    _write_results(run_dir, the_plan)
+    io.write_json(run_dir / "manifest.json", manifest)
+    return run_dir
+
+
+def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, str]:
+    regime = REGIMES[cell.regime]
+    job = Job(
+        data=data,
+        arch=cell.arch,
+        model_factory=ARCHITECTURES[cell.arch],
+        arch_params=dict(config.arch_params.get(cell.arch, {})),
+        order=cell.order,
+        seed=cell.seed,
+        config=config,
+    )
+    try:
+        result = regime.run(job)
+    except (TrainingDiverged, tf.errors.InvalidArgumentError) as err:
+        return {"status": "failed", "reason": str(err).splitlines()[0]}
+    finally:
+        keras.backend.clear_session(free_memory=True)
+    frame = pd.DataFrame(result.rows)
+    head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
+            "order": order_label(cell.order), "seed": cell.seed}
+    for i, (column, value) in enumerate(head.items()):
+        frame.insert(i, column, value)
+    io.write_csv(cells_dir / f"{cell.key}.csv", frame)
+    return {"status": "complete", "reason": ""}
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """All committed cell rows of a run (ordered by cell key)."""
+    files = sorted((Path(run_dir) / CELLS_DIR).glob("*.csv"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files], ignore_index=True)
+
+
+def _write_results(run_dir: Path, the_plan: Plan) -> None:
+    metrics = read_metrics(run_dir)
+    if metrics.empty:
+        return
+    io.write_csv(run_dir / "metrics.csv", metrics)
+    io.write_csv(run_dir / "summary.csv", summarize(metrics, the_plan.variant_columns))

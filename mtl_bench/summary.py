@@ -1,0 +1,104 @@
+"""From long-format ``metrics.csv`` to ``summary.csv``: means, CIs and transfer vs single-task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mtl_bench import metrics as metrics_lib
+from mtl_bench.regimes import SINGLE_ARCH
+
+METRIC_COLUMNS = ["phase", "epoch", "stage", "task", "split", "metric", "value"]
+CELL_COLUMNS = ["arch", "regime", "order", "seed"]
+SUMMARY_STATS = ["mean", "ci_low", "ci_high", "n", "transfer", "transfer_ci_low", "transfer_ci_high"]
+DELTA_M = "delta_m"
+ALL_TASKS = "all"
+
+
+def headline_metric(metrics: Sequence[str]) -> str:
+    """The metric Δm uses for a task: AUC for binary tasks, MSE for regression."""
+    return "auc" if "auc" in metrics else "mse"
+
+
+def final_results(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """Rows of each cell's final evaluation after its last phase."""
+    final = metrics[metrics["stage"] == "final"]
+    cell = ["suite", *variant_columns, *CELL_COLUMNS]
+    last = final.groupby(cell, dropna=False)["phase"].transform("max")
+    return final[final["phase"] == last]
+
+
+def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """One row per suite × variant × arch × regime × order × task × split × metric.
+
+    ``transfer`` is the multi-task value minus the single-task value of the same
+    seed, direction-aware (negative = negative transfer), with a paired t-interval
+    over seeds. Rows with ``task == "all"`` and ``metric == "delta_m"`` hold
+    Maninis et al.'s Δm in percent: the mean over tasks of the sign-corrected
+    relative change of each task's headline metric vs single-task.
+    """
+    variant_columns = list(variant_columns)
+    final = final_results(metrics, variant_columns)
+    keys = ["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"]
+    match = ["suite", *variant_columns, "task", "split", "metric", "seed"]
+    single = final[final["arch"] == SINGLE_ARCH][match + ["value"]].rename(columns={"value": "single"})
+    merged = final.merge(single, on=match, how="left")
+    merged["transfer"] = [
+        metrics_lib.transfer(m, v, s) if a != SINGLE_ARCH else np.nan
+        for m, v, s, a in zip(merged["metric"], merged["value"], merged["single"], merged["arch"])
+    ]
+
+    rows = []
+    for key, group in merged.groupby(keys, sort=False, dropna=False):
+        mean, lo, hi, n = metrics_lib.mean_ci(group["value"].tolist())
+        t_mean, t_lo, t_hi, _ = metrics_lib.mean_ci(group["transfer"].tolist())
+        rows.append((*key, mean, lo, hi, n, t_mean, t_lo, t_hi))
+    summary = pd.DataFrame(rows, columns=keys + SUMMARY_STATS)
+    return pd.concat([summary, _delta_m(merged, variant_columns)], ignore_index=True)
+
+
+def _delta_m(merged: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
+    multi = merged[(merged["arch"] != SINGLE_ARCH) & merged["single"].notna()]
+    headline = multi.groupby("task")["metric"].agg(lambda m: headline_metric(set(m)))
+    multi = multi[multi["metric"] == multi["task"].map(headline)]
+    if multi.empty:
+        return pd.DataFrame(columns=["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"] + SUMMARY_STATS)
+    multi = multi.assign(
+        rel=[metrics_lib.relative_transfer(m, v, s) for m, v, s in zip(multi["metric"], multi["value"], multi["single"])]
+    )
+    per_seed = multi.groupby(["suite", *variant_columns, "arch", "regime", "order", "split", "seed"], dropna=False)["rel"].mean()
+    rows = []
+    for key, values in per_seed.groupby(level=list(range(per_seed.index.nlevels - 1)), sort=False, dropna=False):
+        mean, lo, hi, n = metrics_lib.mean_ci(values.tolist())
+        *head, split = key
+        rows.append((*head, ALL_TASKS, split, DELTA_M, mean, lo, hi, n, np.nan, np.nan, np.nan))
+    return pd.DataFrame(
+        rows, columns=["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"] + SUMMARY_STATS
+    )
+
+
+def format_table(summary: pd.DataFrame, variant_columns: Sequence[str], split: str = "test") -> str:
+    """A readable table: each task's headline metric (mean ± CI half-width) and transfer, plus Δm."""
+    s = summary[summary["split"] == split]
+    headline = {t: headline_metric(set(g["metric"])) for t, g in s[s["task"] != ALL_TASKS].groupby("task")}
+    keep = s[[m == headline.get(t, DELTA_M) for t, m in zip(s["task"], s["metric"])]]
+    if keep.empty:
+        return "(no results)"
+
+    def cell(r: pd.Series) -> str:
+        half = (r["ci_high"] - r["ci_low"]) / 2
+        text = f"{r['mean']:.4f}" + (f"±{half:.4f}" if np.isfinite(half) else "")
+        if np.isfinite(r["transfer"]):
+            text += f" ({r['transfer']:+.4f})"
+        return text
+
+    keep = keep.assign(
+        cell=keep.apply(cell, axis=1),
+        column=[f"{t} {m}" if t != ALL_TASKS else "Δm %" for t, m in zip(keep["task"], keep["metric"])],
+    )
+    index = [*variant_columns, "arch", "regime", "order"]
+    table = keep.pivot_table(index=index, columns="column", values="cell", aggfunc="first", sort=False)
+    table.columns.name = None
+    return table.to_string()

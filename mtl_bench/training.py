@@ -1,0 +1,220 @@
+"""The engine's training step: compiled, multi-step, with validation-only model selection.
+
+Models only compute outputs; tasks own labels, losses and metrics; this module
+owns the optimisation. One :class:`Trainer` trains one model on a set of tasks
+over a set of variables (all of them, or the shared ones plus one task's head
+in a sequential phase).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_bench import data as data_lib
+from mtl_bench import metrics as metrics_lib
+from mtl_bench.spec import Split, Task
+
+PREDICT_BATCH = 8192
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class EpochLog:
+    """One epoch: mean training loss per task and validation metrics per task."""
+
+    epoch: int
+    train_loss: dict[str, float]
+    validation: dict[str, dict[str, float]]
+    selection_loss: float
+
+
+@dataclasses.dataclass
+class FitResult:
+    history: list[EpochLog]
+    best_epoch: int
+    steps: int
+
+
+def predict(model: keras.Model, split: Split, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
+    """Predictions of every model output on a whole split, as flat numpy arrays."""
+    fn = _predict_fn(model)
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in data_lib.feature_batches(split, batch_size):
+        for name, value in fn(batch).items():
+            parts.setdefault(name, []).append(value.numpy().reshape(-1))
+    return {name: np.concatenate(v) for name, v in parts.items()}
+
+
+def _predict_fn(model: keras.Model):
+    fn = getattr(model, "_mtl_bench_predict", None)
+    if fn is None:
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        model._mtl_bench_predict = fn
+    return fn
+
+
+def evaluate(model: keras.Model, tasks: Sequence[Task], split: Split) -> dict[str, dict[str, float]]:
+    """``{task: {metric: value}}`` for every task on one split."""
+    pred = predict(model, split)
+    return {t.name: metrics_lib.evaluate_task(t, split.labels[t.name], pred[t.name]) for t in tasks}
+
+
+class Trainer:
+    """Trains ``model`` on ``tasks`` (weighted sum of their losses) over ``variables``.
+
+    Args:
+        model: A model mapping a feature dict to ``{task_name: prediction}``.
+        tasks: The tasks whose losses are optimised.
+        learning_rate: Adam learning rate.
+        variables: Variables to update; default all trainable variables.
+        loss_weights: Per-task weight; default each task's ``weight``.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        tasks: Sequence[Task],
+        *,
+        learning_rate: float,
+        variables: Sequence[keras.Variable] | None = None,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        if not tasks:
+            raise ValueError("Trainer needs at least one task. Received: tasks=()")
+        self.model = model
+        self.tasks = tuple(tasks)
+        self.learning_rate = float(learning_rate)
+        self._variables = list(variables) if variables is not None else None
+        weights = loss_weights or {t.name: t.weight for t in self.tasks}
+        self.loss_weights = [float(weights[t.name]) for t in self.tasks]
+        self._loss_fns = [t.loss_fn() for t in self.tasks]
+        self.optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
+        self._run_steps = None
+
+    @property
+    def variables(self) -> list[keras.Variable]:
+        return self._variables if self._variables is not None else list(self.model.trainable_variables)
+
+    def task_losses(self, x: dict[str, tf.Tensor], y: dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
+        """Vector of per-task mean losses on one batch (differentiable)."""
+        pred = self.model(x, training=training)
+        return tf.stack(
+            [fn(tf.expand_dims(y[t.name], -1), pred[t.name]) for t, fn in zip(self.tasks, self._loss_fns)]
+        )
+
+    def _build(self, sample: Split) -> None:
+        if not self.model.built or not self.model.trainable_variables:
+            self.model(sample.take(slice(0, 2)).features)
+        variables = self.variables
+        if not variables:
+            raise ValueError("Trainer: the model has no trainable variables to train")
+        self.optimizer.build(variables)
+        weights = tf.constant(self.loss_weights, tf.float32)
+
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                losses = self.task_losses(x, y)
+                total = tf.reduce_sum(weights * losses)
+            grads = tape.gradient(total, variables)
+            self.optimizer.apply(grads, variables)
+            return losses
+
+        def run_steps(iterator, n):
+            acc = tf.zeros([len(self.tasks)], tf.float32)
+            for _ in tf.range(n):
+                x, y = next(iterator)
+                acc += step(x, y)
+            return acc / tf.cast(n, tf.float32)
+
+        self._run_steps = tf.function(run_steps)
+
+    def fit(
+        self,
+        train: Split,
+        validation: Split,
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        patience: int = 2,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        steps_per_call: int = 0,
+    ) -> FitResult:
+        """Trains with early stopping on the validation loss and restores the best epoch's weights.
+
+        Args:
+            train: Training split.
+            validation: Validation split; the only data used for model selection.
+            epochs: Maximum number of epochs.
+            batch_size: Batch size.
+            seed: Shuffling seed.
+            patience: Epochs without improvement before stopping; 0 = never stop early.
+            callbacks: Keras callbacks; ``on_train_batch_end`` is called every
+                ``steps_per_call`` steps with the global step as the batch index.
+            steps_per_call: Steps run in one compiled call; 0 = a whole epoch.
+
+        Returns:
+            The epoch history, the selected (1-based) epoch and the number of steps.
+
+        Raises:
+            TrainingDiverged: When the training loss is not finite.
+        """
+        if self._run_steps is None:
+            self._build(train)
+        names = [t.name for t in self.tasks]
+        spe = data_lib.steps_per_epoch(train, batch_size)
+        chunk = min(steps_per_call or spe, spe)
+        iterator = iter(data_lib.training_dataset(train, batch_size, seed, names))
+        cb = keras.callbacks.CallbackList(list(callbacks), model=self.model)
+        cb.on_train_begin()
+        history: list[EpochLog] = []
+        best, best_epoch, best_weights, since_best, step = np.inf, 0, None, 0, 0
+        for epoch in range(1, epochs + 1):
+            cb.on_epoch_begin(epoch - 1)
+            done, loss_sum = 0, np.zeros(len(names))
+            while done < spe:
+                n = min(chunk, spe - done)
+                mean_losses = self._run_steps(iterator, tf.constant(n)).numpy()
+                if not np.all(np.isfinite(mean_losses)):
+                    bad = [t for t, v in zip(names, mean_losses) if not np.isfinite(v)]
+                    raise TrainingDiverged(f"training loss of {bad} is not finite at epoch {epoch}, step {step + n}")
+                loss_sum += mean_losses * n
+                done += n
+                step += n
+                cb.on_train_batch_end(
+                    step, {"global_step": step, **{f"loss/{t}": float(v) for t, v in zip(names, mean_losses)}}
+                )
+            pred = predict(self.model, validation)
+            val = {
+                t.name: metrics_lib.evaluate_task(t, validation.labels[t.name], pred[t.name]) for t in self.tasks
+            }
+            selection = float(
+                sum(
+                    w * metrics_lib.task_loss(t, validation.labels[t.name], pred[t.name])
+                    for t, w in zip(self.tasks, self.loss_weights)
+                )
+            )
+            log = EpochLog(epoch, dict(zip(names, (loss_sum / spe).tolist())), val, selection)
+            history.append(log)
+            cb.on_epoch_end(epoch - 1, {"val_selection_loss": selection})
+            if selection < best:
+                best, best_epoch, since_best = selection, epoch, 0
+                best_weights = [v.numpy() for v in self.model.weights]
+            else:
+                since_best += 1
+                if patience and since_best >= patience:
+                    break
+        if best_weights is None:  # validation loss never finite
+            raise TrainingDiverged("validation loss is not finite at any epoch")
+        for v, w in zip(self.model.weights, best_weights):
+            v.assign(w)
+        cb.on_train_end()
+        return FitResult(history, best_epoch, step)
