@@ -4,6 +4,8 @@ import os
 
 # TensorFlow's C++ start-up chatter hides the benchmark's own output; users can still override it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN reorders float sums (results then differ across CPUs) and announces itself before logging can be silenced.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import FeatureSpec, Split, SuiteData, Task

@@ -85,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--learning-rate", type=float, metavar="LR", help="Adam learning rate")
     run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
     run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
+    run.add_argument("--single-baseline", choices=["single_task", "same_arch"],
+                     help="single regime trains one-tower models (single_task) or each architecture on one task")
+    run.add_argument("--jobs", type=int, metavar="N", help="worker processes running cells in parallel (0 = one per core)")
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished cells")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
@@ -126,7 +129,7 @@ def _run_config(args: argparse.Namespace):
     for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"),
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
-                      ("max_eval_rows", "max_eval_rows")]:
+                      ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs")]:
         value = getattr(args, flag)
         if value is not None:
             data[key] = value

@@ -11,6 +11,8 @@ import tomli_w
 
 from mtl_bench.errors import UserInputError
 
+SINGLE_BASELINES = ("single_task", "same_arch")
+
 
 @dataclasses.dataclass
 class RunConfig:
@@ -37,6 +39,11 @@ class RunConfig:
         max_eval_rows: Use at most this many validation and test rows; 0 = all.
         probe_every: Probe cadence in training steps; 0 switches the probe off.
         tensorboard: Directory for TensorBoard scalars; empty = none.
+        single_baseline: What the single regime trains: ``"single_task"`` (one
+            tower model per task) or ``"same_arch"`` (each architecture of
+            ``archs`` on one task at a time, so transfer compares like with like).
+        jobs: Worker processes running cells in parallel; 0 = one per CPU core.
+            Each worker runs TensorFlow on one thread.
     """
 
     suite: str = "synthetic"
@@ -57,6 +64,8 @@ class RunConfig:
     max_eval_rows: int = 0
     probe_every: int = 0
     tensorboard: str = ""
+    single_baseline: str = "single_task"
+    jobs: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,7 +77,7 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserInputError(f"config: {name} must be an integer >= 1. Received: {name}={value!r}")
-        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed"):
+        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed", "jobs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
@@ -78,6 +87,10 @@ class RunConfig:
             value = getattr(self, name)
             if not value or not all(isinstance(v, str) and v for v in value):
                 raise UserInputError(f"config: {name} must be a non-empty list of names. Received: {name}={value!r}")
+        if self.single_baseline not in SINGLE_BASELINES:
+            raise UserInputError(
+                f"config: single_baseline must be one of {list(SINGLE_BASELINES)}. Received: {self.single_baseline!r}"
+            )
         if not isinstance(self.suite_params, dict) or not isinstance(self.arch_params, dict):
             raise UserInputError("config: suite_params and arch_params must be tables")
 

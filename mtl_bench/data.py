@@ -1,4 +1,10 @@
-"""tf.data input pipelines built from :class:`~mtl_bench.spec.Split`."""
+"""Input pipelines built from :class:`~mtl_bench.spec.Split`.
+
+Training data stays resident as tensors; each epoch is a seeded permutation cut
+into equal batches, and the compiled training loop gathers a batch at a time
+inside the graph. On these small models, per-step dispatch dominates, so one
+graph call running many steps beats an iterator-fed loop (see ``mtl-bench bench``).
+"""
 
 from __future__ import annotations
 
@@ -11,34 +17,28 @@ from mtl_bench.spec import Split
 
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:
-    return -(-len(split) // batch_size)
+    """Full batches per epoch (the remainder rows sit out, a different random few each epoch)."""
+    return max(len(split) // batch_size, 1)
 
 
-def training_dataset(split: Split, batch_size: int, seed: int, tasks: Sequence[str]) -> tf.data.Dataset:
-    """An endless, reshuffled-every-epoch stream of ``(features, labels)`` batches.
-
-    Each epoch is exactly :func:`steps_per_epoch` batches (the last one may be
-    smaller). Rows are gathered a whole batch at a time from in-memory tensors,
-    which is far cheaper than slicing and re-batching single rows.
-    """
-    features = {k: tf.constant(v) for k, v in split.features.items()}
-    labels = {t: tf.constant(split.labels[t].astype(np.float32)) for t in tasks}
-
-    def gather(index: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
-        return (
-            {k: tf.gather(v, index) for k, v in features.items()},
-            {k: tf.gather(v, index) for k, v in labels.items()},
-        )
-
-    n = len(split)
+def resident(split: Split, tasks: Sequence[str]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    """The split's features and the given tasks' labels as tensors."""
     return (
-        tf.data.Dataset.range(n)
-        .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .repeat()
-        .prefetch(tf.data.AUTOTUNE)
+        {k: tf.constant(v) for k, v in split.features.items()},
+        {t: tf.constant(split.labels[t].astype(np.float32)) for t in tasks},
     )
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one epoch, shape ``(steps, batch)``: a fresh permutation cut into full batches.
+
+    With fewer rows than ``batch_size``, the single batch is the whole (permuted) split.
+    """
+    order = rng.permutation(n).astype(np.int32)
+    if n < batch_size:
+        return order[None, :]
+    steps = n // batch_size
+    return order[: steps * batch_size].reshape(steps, batch_size)
 
 
 def feature_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -42,9 +42,21 @@ class Job:
 
 @dataclasses.dataclass
 class CellResult:
-    """Rows with keys phase, epoch, stage, task, split, metric, value."""
+    """A cell's tidy rows, one list per result file.
+
+    Attributes:
+        rows: ``metrics.csv`` rows: phase, epoch, stage, task, split, metric, value.
+        probe: ``probe.csv`` rows: phase, step, task_i, task_j, group, measure, value.
+        retention: ``retention.csv`` rows: phase, task, measure, value.
+    """
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    probe: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    retention: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def frames(self) -> dict[str, list[dict[str, Any]]]:
+        """Result file stem -> rows."""
+        return {"metrics": self.rows, "probe": self.probe, "retention": self.retention}
 
     def add_fit(self, fit: FitResult, phase: int) -> None:
         """Per-epoch training losses and validation metrics (stage ``epoch``)."""

@@ -14,11 +14,14 @@ Every file is written atomically; ``resume`` skips the cells already on disk.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
 import hashlib
 import inspect
 import itertools
+import multiprocessing
+import os
 import platform
 import re
 import sys
@@ -149,7 +152,7 @@ def plan(config: RunConfig) -> Plan:
         for seed in config.seed_list:
             for regime_name in sorted(config.regimes, key=list(REGIMES).index):
                 regime = REGIMES[regime_name]
-                archs = config.archs if regime.uses_arch else [SINGLE_ARCH]
+                archs = config.archs if regime.uses_arch or config.single_baseline == "same_arch" else [SINGLE_ARCH]
                 for arch in archs:
                     for order in regime.orders(names, config.orders):
                         cells.append(Cell(variant, arch, regime_name, order, seed))
@@ -158,7 +161,7 @@ def plan(config: RunConfig) -> Plan:
 
 def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
     """Builds each architecture once so a bad constructor argument fails before the run starts."""
-    archs = set(config.archs) | ({SINGLE_ARCH} if any(not REGIMES[r].uses_arch for r in config.regimes) else set())
+    archs = set(config.archs) | ({SINGLE_ARCH} if "single" in config.regimes else set())
     for arch in sorted(archs):
         tasks = data.tasks[:1] if arch == SINGLE_ARCH else data.tasks
         try:
@@ -265,25 +268,40 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr) -> Path
 
 def _execute(the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: TextIO | None) -> Path:
     config = the_plan.config
-    tf.config.experimental.enable_op_determinism()
     cells_dir = run_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
     bar = _Progress(len(the_plan.cells), progress)
-    cached: tuple[Any, SuiteData] | None = None
+    pending = []
+    for cell in the_plan.cells:
+        if _committed(cells_dir, cell):
+            bar.update(f"{cell.describe()} (done before)")
+        else:
+            pending.append(cell)
     start = time.perf_counter()
+
+    def record(cell: Cell, status: dict[str, Any]) -> None:
+        manifest["cells"][cell.key] = status
+        _write_results(run_dir, the_plan)
+        io.write_json(run_dir / "manifest.json", manifest)
+        failed = "" if status["status"] == "complete" else " FAILED"
+        bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
+
+    jobs = min(config.jobs or os.cpu_count() or 1, max(len(pending), 1))
     try:
-        for cell in the_plan.cells:
-            if manifest["cells"].get(cell.key, {}).get("status") in ("complete", "failed"):
-                bar.update(f"{cell.describe()} (done before)")
-                continue
-            if cached is None or cached[0] != (cell.variant, cell.seed):
-                cached = ((cell.variant, cell.seed), load_suite(config, cell.variant, cell.seed))
-            t0 = time.perf_counter()
-            status = _run_cell(config, cell, cached[1], cells_dir)
-            manifest["cells"][cell.key] = {**status, "wall_seconds": round(time.perf_counter() - t0, 3)}
-            _write_results(run_dir, the_plan)
-            io.write_json(run_dir / "manifest.json", manifest)
-            bar.update(f"{cell.describe()} {time.perf_counter() - t0:.1f}s" + ("" if status["status"] == "complete" else " FAILED"))
+        if jobs == 1:
+            tf.config.experimental.enable_op_determinism()
+            for cell in pending:
+                record(cell, _cell_worker(config, cell, cells_dir))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
+                futures = {pool.submit(_cell_worker, config, cell, cells_dir): cell for cell in pending}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        record(futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     except KeyboardInterrupt:
         manifest["status"], manifest["reason"] = "interrupted", "interrupted by the user; continue with --resume"
         io.write_json(run_dir / "manifest.json", manifest)
@@ -302,7 +320,36 @@ def _execute(the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: 
     return run_dir
 
 
-def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, str]:
+def _committed(cells_dir: Path, cell: Cell) -> bool:
+    """A cell is done when its metrics file (written last) or its failure record exists."""
+    return (cells_dir / f"{cell.key}.metrics.csv").is_file() or (cells_dir / f"{cell.key}.failed.json").is_file()
+
+
+def _init_worker() -> None:
+    # Each worker owns one core: two thread pools per process would fight over two cores.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+
+
+_DATA_CACHE: dict[Any, SuiteData] = {}
+
+
+def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, Any]:
+    """Runs one cell (in this process or a worker) and commits its files; returns its manifest entry."""
+    key = (config.suite, cell.variant, cell.seed, config.max_train_rows, config.max_eval_rows)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # cells come grouped by variant and seed; keep one suite in memory
+        _DATA_CACHE[key] = load_suite(config, cell.variant, cell.seed)
+    t0 = time.perf_counter()
+    status = _run_cell(config, cell, _DATA_CACHE[key], cells_dir)
+    status["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if status["status"] == "failed":
+        io.write_json(cells_dir / f"{cell.key}.failed.json", status)
+    return status
+
+
+def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, Any]:
     regime = REGIMES[cell.regime]
     job = Job(
         data=data,
@@ -319,26 +366,34 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
         return {"status": "failed", "reason": str(err).splitlines()[0]}
     finally:
         keras.backend.clear_session(free_memory=True)
-    frame = pd.DataFrame(result.rows)
     head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
             "order": order_label(cell.order), "seed": cell.seed}
-    for i, (column, value) in enumerate(head.items()):
-        frame.insert(i, column, value)
-    io.write_csv(cells_dir / f"{cell.key}.csv", frame)
+    # The metrics file is written last: its presence marks the cell as committed.
+    for stem, rows in sorted(result.frames().items(), key=lambda kv: kv[0] == "metrics"):
+        if not rows and stem != "metrics":
+            continue
+        frame = pd.DataFrame(rows)
+        for i, (column, value) in enumerate(head.items()):
+            frame.insert(i, column, value)
+        io.write_csv(cells_dir / f"{cell.key}.{stem}.csv", frame)
     return {"status": "complete", "reason": ""}
 
 
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """All committed cell rows of a run (ordered by cell key)."""
-    files = sorted((Path(run_dir) / CELLS_DIR).glob("*.csv"))
+def read_cells(run_dir: str | Path, stem: str = "metrics") -> pd.DataFrame:
+    """One result table (``metrics``, ``probe`` or ``retention``) of all committed cells, by cell key."""
+    files = sorted((Path(run_dir) / CELLS_DIR).glob(f"*.{stem}.csv"))
     if not files:
         return pd.DataFrame()
     return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files], ignore_index=True)
 
 
 def _write_results(run_dir: Path, the_plan: Plan) -> None:
-    metrics = read_metrics(run_dir)
+    metrics = read_cells(run_dir, "metrics")
     if metrics.empty:
         return
     io.write_csv(run_dir / "metrics.csv", metrics)
     io.write_csv(run_dir / "summary.csv", summarize(metrics, the_plan.variant_columns))
+    for stem in ("probe", "retention"):
+        frame = read_cells(run_dir, stem)
+        if not frame.empty:
+            io.write_csv(run_dir / f"{stem}.csv", frame)

@@ -10,6 +10,8 @@ import pandas as pd
 from mtl_bench import metrics as metrics_lib
 from mtl_bench.regimes import SINGLE_ARCH
 
+SINGLE_REGIME = "single"
+
 METRIC_COLUMNS = ["phase", "epoch", "stage", "task", "split", "metric", "value"]
 CELL_COLUMNS = ["arch", "regime", "order", "seed"]
 SUMMARY_STATS = ["mean", "ci_low", "ci_high", "n", "transfer", "transfer_ci_low", "transfer_ci_high"]
@@ -34,7 +36,8 @@ def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataF
     """One row per suite × variant × arch × regime × order × task × split × metric.
 
     ``transfer`` is the multi-task value minus the single-task value of the same
-    seed, direction-aware (negative = negative transfer), with a paired t-interval
+    seed (the same architecture's single-task run when the run has one, see
+    ``RunConfig.single_baseline``, else the one-tower ``single_task`` model), direction-aware (negative = negative transfer), with a paired t-interval
     over seeds. Rows with ``task == "all"`` and ``metric == "delta_m"`` hold
     Maninis et al.'s Δm in percent: the mean over tasks of the sign-corrected
     relative change of each task's headline metric vs single-task.
@@ -43,11 +46,14 @@ def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataF
     final = final_results(metrics, variant_columns)
     keys = ["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"]
     match = ["suite", *variant_columns, "task", "split", "metric", "seed"]
-    single = final[final["arch"] == SINGLE_ARCH][match + ["value"]].rename(columns={"value": "single"})
-    merged = final.merge(single, on=match, how="left")
+    singles = final[final["regime"] == SINGLE_REGIME]
+    same_arch = singles[match + ["arch", "value"]].rename(columns={"value": "same_arch"})
+    tower = singles[singles["arch"] == SINGLE_ARCH][match + ["value"]].rename(columns={"value": "tower"})
+    merged = final.merge(same_arch, on=match + ["arch"], how="left").merge(tower, on=match, how="left")
+    # Compare with the same architecture trained single-task when the run has it, else the one-tower model.
+    merged["single"] = merged["same_arch"].fillna(merged["tower"]).where(merged["regime"] != SINGLE_REGIME)
     merged["transfer"] = [
-        metrics_lib.transfer(m, v, s) if a != SINGLE_ARCH else np.nan
-        for m, v, s, a in zip(merged["metric"], merged["value"], merged["single"], merged["arch"])
+        metrics_lib.transfer(m, v, s) for m, v, s in zip(merged["metric"], merged["value"], merged["single"])
     ]
 
     rows = []
@@ -60,7 +66,7 @@ def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataF
 
 
 def _delta_m(merged: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
-    multi = merged[(merged["arch"] != SINGLE_ARCH) & merged["single"].notna()]
+    multi = merged[merged["single"].notna()]
     headline = multi.groupby("task")["metric"].agg(lambda m: headline_metric(set(m)))
     multi = multi[multi["metric"] == multi["task"].map(headline)]
     if multi.empty:

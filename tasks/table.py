@@ -1,0 +1,340 @@
+"""A user's own table (CSV or Parquet) described by a TOML file.
+
+Schema (every key not listed here is an error)::
+
+    [data]
+    path = "clicks.csv"            # required; relative to the TOML file; .csv, .csv.gz or .parquet
+    delimiter = ","                # optional, CSV only (default ",")
+
+    [features]                     # at least one feature
+    numeric = ["price", "age"]     # optional; float columns
+    categorical = ["country"]      # optional; compared as strings
+    max_vocabulary = 10000         # optional; keep the most frequent training values per column
+    min_count = 1                  # optional; training count a value needs to get its own id
+
+    [tasks.click]                  # one table per task; the key is the task name (letters, digits, _)
+    label = "clicked"              # required; the label column
+    kind = "binary"                # required; "binary" or "regression"
+    positive = ["yes", "1"]        # binary: values that mean 1 (compared as strings), or
+    threshold = 0.5                # binary: value > threshold means 1 (numeric column);
+                                   # with neither, the column must hold only 0/1 (or true/false)
+    weight = 1.0                   # optional; weight of the task's loss (default 1)
+
+    [tasks.dwell]
+    label = "dwell_seconds"
+    kind = "regression"
+
+    [split]                        # optional; default validation = 0.1, test = 0.1, seed = 0
+    validation = 0.1               # fractions of the rows, at random
+    test = 0.1
+    seed = 0                       # the split seed (the training seed never changes the split)
+    # or: column = "split"         # a column with values train / validation / test
+
+Rules:
+
+* Empty CSV cells are missing values. Missing numeric features are filled with
+  the training mean (the value the model normalises to 0); missing categorical
+  values get id 0 (unknown), as do values unseen in training.
+* Labels must not be missing; a binary label needs both classes in every split
+  (AUC is undefined otherwise).
+* Statistics and vocabularies are fitted on the training split only.
+* Parquet needs ``pyarrow`` (``pip install pyarrow``). Parquet values are
+  compared with ``positive`` through their string form (``str(value)``).
+
+``variant`` is ``{"table": <TOML file stem>}``; ``notes`` describe the split.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtl_bench.errors import UserInputError
+from mtl_bench.spec import TASK_KINDS, SuiteData, Task
+from mtl_bench.tasks import _common
+
+NAME = "table"
+SPLITS = ("train", "validation", "test")
+_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("data", "features", "tasks", "split"),
+    "data": ("path", "delimiter"),
+    "features": ("numeric", "categorical", "max_vocabulary", "min_count"),
+    "task": ("label", "kind", "positive", "threshold", "weight"),
+    "split": ("validation", "test", "seed", "column"),
+}
+_TRUE = {"1", "1.0", "true"}
+_FALSE = {"0", "0.0", "false"}
+
+
+def load(*, table: str = "", seed: int = 0) -> SuiteData:
+    """Loads the table described by the TOML file ``table``.
+
+    Args:
+        table: Path of the TOML description (schema in the module docstring).
+        seed: The engine's training seed; the split uses ``[split] seed`` instead.
+
+    Raises:
+        UserInputError: Missing file, unknown key, missing column, bad label, empty split, ...
+    """
+    if not table:
+        raise UserInputError("suite 'table' needs the parameter table = \"<path to a TOML file>\"")
+    _common.check_int("seed", seed, 0)
+    toml_path = Path(table).expanduser()
+    if not toml_path.is_file():
+        raise UserInputError(f"table description not found: {toml_path}")
+    try:
+        config = tomllib.loads(toml_path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{toml_path}: invalid TOML: {' '.join(str(err).split())}") from None
+    where = toml_path.name
+
+    _check_keys(config, "", where)
+    for section in ("data", "features", "tasks"):
+        if section not in config:
+            raise UserInputError(f"{where}: missing section [{section}]")
+    for section in ("data", "features", "split"):
+        if section in config:
+            if not isinstance(config[section], dict):
+                raise UserInputError(f"{where}: {section} must be a table [{section}]")
+            _check_keys(config[section], section, where)
+    tasks_cfg = config["tasks"]
+    if not isinstance(tasks_cfg, dict) or not tasks_cfg:
+        raise UserInputError(f"{where}: [tasks] needs at least one task table, e.g. [tasks.click]")
+    for task_name, task_cfg in tasks_cfg.items():
+        if not isinstance(task_cfg, dict):
+            raise UserInputError(f"{where}: tasks.{task_name} must be a table [tasks.{task_name}]")
+        _check_keys(task_cfg, "task", where, f"tasks.{task_name}")
+
+    data_cfg, features_cfg, split_cfg = config["data"], config["features"], config.get("split", {})
+    if "path" not in data_cfg or not isinstance(data_cfg["path"], str):
+        raise UserInputError(f"{where}: [data] needs path = \"<file>\" (.csv, .csv.gz or .parquet)")
+    data_path = (toml_path.parent / data_cfg["path"]).expanduser()
+    frame = _read_table(data_path, data_cfg.get("delimiter", ","), where)
+    file_name = data_path.name
+
+    numeric_cols = _names(features_cfg.get("numeric", []), "features.numeric", where)
+    categorical_cols = _names(features_cfg.get("categorical", []), "features.categorical", where)
+    if not numeric_cols and not categorical_cols:
+        raise UserInputError(f"{where}: [features] lists no column; give numeric = [...] and/or categorical = [...]")
+    both = sorted(set(numeric_cols) & set(categorical_cols))
+    if both:
+        raise UserInputError(f"{where}: column {both[0]!r} is listed as both numeric and categorical")
+    max_vocabulary = features_cfg.get("max_vocabulary")
+    if max_vocabulary is not None:
+        max_vocabulary = _common.check_int("features.max_vocabulary", max_vocabulary, 1)
+    min_count = _common.check_int("features.min_count", features_cfg.get("min_count", 1), 1)
+    for column in (*numeric_cols, *categorical_cols):
+        _require_column(frame, column, file_name)
+
+    tasks: list[Task] = []
+    labels: dict[str, np.ndarray] = {}
+    feature_cols = set(numeric_cols) | set(categorical_cols)
+    for task_name, task_cfg in tasks_cfg.items():
+        task, label = _task(task_name, task_cfg, frame, file_name, where, feature_cols)
+        tasks.append(task)
+        labels[task_name] = label
+
+    splits, split_note = _split(split_cfg, frame, file_name, where, feature_cols)
+    for split_name, idx in zip(SPLITS, splits):
+        if len(idx) == 0:
+            raise UserInputError(
+                f"{where}: the {split_name} split is empty ({len(frame)} rows); use more rows or change [split]"
+            )
+    for task in tasks:
+        if task.kind == "binary":
+            for split_name, idx in zip(SPLITS, splits):
+                if len(np.unique(labels[task.name][idx])) < 2:
+                    raise UserInputError(
+                        f"{where}: task {task.name!r}: label column {task.label!r} has a single class in the "
+                        f"{split_name} split; both classes are needed (more rows or another split)"
+                    )
+
+    numeric = {c: _numeric_column(frame[c], c, file_name) for c in numeric_cols}
+    notes = [f"table {toml_path.stem}: {split_note}"]
+    filled = {c: int(np.isnan(v).sum()) for c, v in numeric.items() if np.isnan(v).any()}
+    if filled:
+        notes.append(
+            f"table {toml_path.stem}: missing numeric values filled with the training mean: "
+            + ", ".join(f"{c} ({n})" for c, n in filled.items())
+        )
+    return _common.assemble(
+        name=NAME,
+        variant={"table": toml_path.stem},
+        tasks=tasks,
+        labels=labels,
+        splits=splits,
+        numeric=numeric,
+        categorical={c: frame[c] for c in categorical_cols},
+        max_vocabulary=max_vocabulary,
+        min_count=min_count,
+        notes=notes,
+        source=file_name,
+    )
+
+
+def _check_keys(section: dict[str, Any], kind: str, where: str, label: str | None = None) -> None:
+    valid = _KEYS[kind]
+    unknown = sorted(set(section) - set(valid))
+    if unknown:
+        place = label if label is not None else (f"[{kind}]" if kind else "the top level")
+        raise UserInputError(f"{where}: unknown key {unknown[0]!r} in {place}; valid keys: {list(valid)}")
+
+
+def _names(value: Any, key: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserInputError(f"{where}: {key} must be a list of column names. Received: {value!r}")
+    if len(set(value)) != len(value):
+        raise UserInputError(f"{where}: {key} lists a column twice. Received: {value!r}")
+    return list(value)
+
+
+def _read_table(path: Path, delimiter: Any, where: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserInputError(f"{where}: data file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        if importlib.util.find_spec("pyarrow") is None:
+            raise UserInputError(f"reading {path.name} needs pyarrow: pip install pyarrow")
+        try:
+            return pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises many types
+            raise UserInputError(f"cannot read {path.name}: {' '.join(str(err).split())}") from None
+    if not (name.endswith(".csv") or name.endswith(".csv.gz")):
+        raise UserInputError(f"{where}: data file {path.name!r} must end in .csv, .csv.gz or .parquet")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise UserInputError(f"{where}: data.delimiter must be one character. Received: {delimiter!r}")
+    try:
+        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
+        raise UserInputError(f"cannot read {path.name}: {' '.join(str(err).split())}") from None
+    return frame
+
+
+def _require_column(frame: pd.DataFrame, column: str, file_name: str) -> None:
+    if column not in frame.columns:
+        columns = [str(c) for c in frame.columns]
+        shown = columns[:20] + (["..."] if len(columns) > 20 else [])
+        raise UserInputError(f"column {column!r} not found in {file_name}; columns: {shown}")
+
+
+def _numeric_column(series: pd.Series, column: str, file_name: str) -> np.ndarray:
+    """Float values; NaN where missing; an error for a present value that is not a number."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.astype(np.float64).to_numpy()
+    values = pd.to_numeric(series, errors="coerce")
+    bad = values.isna() & series.notna()
+    if bad.any():
+        raise UserInputError(
+            f"numeric column {column!r} in {file_name} has {int(bad.sum())} non-numeric value(s), "
+            f"e.g. {series[bad].iloc[0]!r}"
+        )
+    values = values.astype(np.float64).to_numpy()
+    if np.isinf(values).any():
+        raise UserInputError(f"numeric column {column!r} in {file_name} has infinite values")
+    return values
+
+
+def _task(
+    name: str, cfg: dict[str, Any], frame: pd.DataFrame, file_name: str, where: str, feature_cols: set[str]
+) -> tuple[Task, np.ndarray]:
+    place = f"tasks.{name}"
+    if "label" not in cfg or not isinstance(cfg["label"], str):
+        raise UserInputError(f"{where}: {place} needs label = \"<column>\"")
+    if "kind" not in cfg:
+        raise UserInputError(f"{where}: {place} needs kind; valid kinds: {list(TASK_KINDS)}")
+    column, kind = cfg["label"], cfg["kind"]
+    if kind not in TASK_KINDS:
+        raise UserInputError(f"{where}: {place} has unknown kind {kind!r}; valid kinds: {list(TASK_KINDS)}")
+    _require_column(frame, column, file_name)
+    if column in feature_cols:
+        raise UserInputError(f"{where}: label column {column!r} of {place} is also a feature")
+    weight = cfg.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (np.isfinite(weight) and weight >= 0):
+        raise UserInputError(f"{where}: {place}.weight must be a finite number >= 0. Received: weight={weight!r}")
+
+    series = frame[column]
+    missing = int(series.isna().sum())
+    if missing:
+        raise UserInputError(f"label column {column!r} in {file_name} has {missing} missing (NaN) value(s)")
+
+    if kind == "regression":
+        if "positive" in cfg or "threshold" in cfg:
+            raise UserInputError(f"{where}: {place}: positive and threshold are for binary tasks only")
+        label = _numeric_column(series, column, file_name)
+    else:
+        if "positive" in cfg and "threshold" in cfg:
+            raise UserInputError(f"{where}: {place}: give positive or threshold, not both")
+        if "positive" in cfg:
+            positive = cfg["positive"]
+            if not isinstance(positive, list) or not positive:
+                raise UserInputError(f"{where}: {place}.positive must be a non-empty list of values. Received: {positive!r}")
+            label = series.astype(str).isin([str(v) for v in positive]).to_numpy()
+        elif "threshold" in cfg:
+            threshold = cfg["threshold"]
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+                raise UserInputError(f"{where}: {place}.threshold must be a number. Received: {threshold!r}")
+            label = _numeric_column(series, column, file_name) > threshold
+        else:
+            text = series.astype(str).str.strip().str.lower()
+            values = set(text.unique())
+            if not values <= _TRUE | _FALSE:
+                shown = sorted(values)[:10]
+                raise UserInputError(
+                    f"binary label column {column!r} in {file_name} has values other than 0/1 (e.g. {shown}); "
+                    f"add positive = [...] or threshold = ... to {place}"
+                )
+            label = text.isin(_TRUE).to_numpy()
+        if len(np.unique(label)) < 2:
+            raise UserInputError(
+                f"binary label column {column!r} in {file_name} has a single class (all {int(label[0])}); "
+                "both classes are needed"
+            )
+    try:
+        task = Task(name=name, label=column, kind=kind, weight=float(weight))
+    except ValueError as err:
+        raise UserInputError(f"{where}: {' '.join(str(err).split())}") from None
+    return task, np.asarray(label, dtype=np.float32)
+
+
+def _split(
+    cfg: dict[str, Any], frame: pd.DataFrame, file_name: str, where: str, feature_cols: set[str]
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str]:
+    n = len(frame)
+    if "column" in cfg:
+        other = sorted(set(cfg) - {"column", "seed"})
+        if other:
+            raise UserInputError(f"{where}: [split] column = ... cannot be combined with {other[0]!r}")
+        column = cfg["column"]
+        if not isinstance(column, str):
+            raise UserInputError(f"{where}: split.column must be a column name. Received: {column!r}")
+        _require_column(frame, column, file_name)
+        if column in feature_cols:
+            raise UserInputError(f"{where}: split column {column!r} is also a feature")
+        values = frame[column].astype(str).str.strip().to_numpy()
+        unknown = sorted(set(values) - set(SPLITS))
+        if unknown:
+            raise UserInputError(
+                f"split column {column!r} in {file_name} has value {unknown[0]!r}; valid values: {list(SPLITS)}"
+            )
+        seed = _common.check_int("split.seed", cfg.get("seed", 0), 0)
+        rng = np.random.default_rng(seed)
+        splits = tuple(rng.permutation(np.flatnonzero(values == s)) for s in SPLITS)
+        return splits, f"split given by column {column!r} of {file_name}"
+    validation = _common.check_fraction("split.validation", cfg.get("validation", 0.1))
+    test = _common.check_fraction("split.test", cfg.get("test", 0.1))
+    if validation + test >= 1:
+        raise UserInputError(
+            f"{where}: split.validation + split.test must be < 1. Received: {validation} + {test}"
+        )
+    seed = _common.check_int("split.seed", cfg.get("seed", 0), 0)
+    splits = _common.random_split(n, validation, test, seed)
+    train_frac = 1 - validation - test
+    return splits, (
+        f"random split {train_frac:.0%}/{validation:.0%}/{test:.0%} train/validation/test of {n} rows "
+        f"of {file_name} (split seed {seed})"
+    )
