@@ -85,6 +85,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--learning-rate", type=float, metavar="LR", help="Adam learning rate")
     run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
     run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
+    run.add_argument("--probe-every", type=int, metavar="N",
+                     help="probe gradient conflict and forgetting every N training steps (default 50)")
+    run.add_argument("--no-probe", action="store_true", help="switch the probe off")
+    run.add_argument("--tensorboard", metavar="DIR", help="also write training metrics and probe scalars for TensorBoard")
     run.add_argument("--single-baseline", choices=["single_task", "same_arch"],
                      help="single regime trains one-tower models (single_task) or each architecture on one task")
     run.add_argument("--jobs", type=int, metavar="N", help="worker processes running cells in parallel (0 = one per core)")
@@ -103,8 +107,19 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--arch", default="mmoe", help="architecture to time (default: mmoe)")
     bench.add_argument("--rows", type=int, default=20000, help="training rows (default: 20000)")
     bench.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    bench.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (default: 3)")
+    bench.add_argument("--epochs", type=int, default=10, help="timed epochs per fit, as in a training phase (default: 10)")
     bench.add_argument("--repeats", type=int, default=3, help="alternating timed repeats (default: 3)")
+    report = sub.add_parser(
+        "report",
+        help="weigh gradient conflict against forgetting as explanations of negative transfer",
+        description=(
+            "Per suite × arch × task: transfer vs single-task, conflict measures (gradient cosine, conflict rate) "
+            "and forgetting measures (affinity, forgetting events, sequential forgetting, retention, output drift); "
+            "then the rank correlation of negative transfer with each measure (bootstrap 95%% CI) and a verdict. "
+            "Writes report.csv, contrast.csv and report.md into the first run directory."
+        ),
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by mtl-bench run")
     return parser
 
 
@@ -129,10 +144,13 @@ def _run_config(args: argparse.Namespace):
     for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"),
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
-                      ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs")]:
+                      ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),
+                      ("probe_every", "probe_every"), ("tensorboard", "tensorboard")]:
         value = getattr(args, flag)
         if value is not None:
             data[key] = value
+    if args.no_probe:
+        data["probe_every"] = 0
     return RunConfig.from_dict(data, source="command line")
 
 
@@ -177,7 +195,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "bench": _cmd_bench}
+def _cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from mtl_bench.report import write_report
+
+    tasks, result, out = write_report(args.run_dirs)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
+        print("Per task (validation split; transfer < 0 = negative transfer)")
+        print(tasks.to_string(index=False))
+        print("\nContrast: Spearman correlation of per-seed transfer with each measure (bootstrap 95% CI)")
+        print(result.table.to_string(index=False))
+    print(f"\n{result.verdict}")
+    print(f"\nwritten: {out / 'report.md'}, {out / 'report.csv'}, {out / 'contrast.csv'}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

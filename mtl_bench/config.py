@@ -43,7 +43,8 @@ class RunConfig:
             tower model per task) or ``"same_arch"`` (each architecture of
             ``archs`` on one task at a time, so transfer compares like with like).
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.
-            Each worker runs TensorFlow on one thread.
+            Each worker runs TensorFlow on one thread, so results do not
+            depend on the number of jobs.
     """
 
     suite: str = "synthetic"
@@ -56,13 +57,13 @@ class RunConfig:
     orders: list[list[str]] = dataclasses.field(default_factory=list)
     seeds: int = 3
     first_seed: int = 0
-    epochs: int = 10
-    patience: int = 2
+    epochs: int = 40
+    patience: int = 3
     batch_size: int = 256
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     max_train_rows: int = 0
     max_eval_rows: int = 0
-    probe_every: int = 0
+    probe_every: int = 50
     tensorboard: str = ""
     single_baseline: str = "single_task"
     jobs: int = 0

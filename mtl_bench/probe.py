@@ -175,10 +175,16 @@ class ConflictProbe(keras.callbacks.Callback):
             raise ValueError(f"ConflictProbe: task names must be unique. Received: {names}")
         missing = [n for n in names if n not in probe_y]
         if missing:
-            raise ValueError(f"ConflictProbe: probe_y has no labels for tasks {missing}. Received keys: {list(probe_y)}")
+            raise ValueError(
+                f"ConflictProbe: probe_y has no labels for tasks {missing}. "
+                f"Received keys: {list(probe_y)}"
+            )
         sizes = {_num_rows(v) for v in probe_x.values()} | {_num_rows(probe_y[n]) for n in names}
         if len(sizes) != 1 or 0 in sizes:
-            raise ValueError(f"ConflictProbe: probe arrays must share one non-zero length. Received lengths {sorted(sizes)}")
+            raise ValueError(
+                "ConflictProbe: probe arrays must share one non-zero length. "
+                f"Received lengths {sorted(sizes)}"
+            )
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"ConflictProbe: every must be an int >= 1. Received: every={every!r}")
         if learning_rate is not None and not (
@@ -197,7 +203,10 @@ class ConflictProbe(keras.callbacks.Callback):
         context = dict(context or {})
         clash = [k for k in context if k in RECORD_KEYS]
         if clash:
-            raise ValueError(f"ConflictProbe: context keys {clash} clash with record keys {RECORD_KEYS}. Received: {context}")
+            raise ValueError(
+                f"ConflictProbe: context keys {clash} clash with record keys {RECORD_KEYS}. "
+                f"Received: {context}"
+            )
         if tensorboard_dir is not None and not isinstance(tensorboard_dir, str):
             raise ValueError(f"ConflictProbe: tensorboard_dir must be a path string. Received: {tensorboard_dir!r}")
 
@@ -278,7 +287,8 @@ class ConflictProbe(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(iterations))
 
     def _global_step(self, logs: dict[str, Any] | None) -> int:
-        """``logs["global_step"]`` (the engine), else the optimizer's iteration count (``model.fit``), else a call count."""
+        """``logs["global_step"]`` (the engine), else the optimizer's iteration count (``model.fit``),
+        else the number of ``on_train_batch_end`` calls."""
         if logs and "global_step" in logs:
             return int(logs["global_step"])
         step = self._optimizer_step()
@@ -307,7 +317,10 @@ class ConflictProbe(keras.callbacks.Callback):
         out = self._outputs(model(small, training=False))
         missing = [n for n in self.task_names if n not in out]
         if missing:
-            raise ValueError(f"ConflictProbe: the model has no output for tasks {missing}. Received outputs: {list(out)}")
+            raise ValueError(
+                f"ConflictProbe: the model has no output for tasks {missing}. "
+                f"Received outputs: {list(out)}"
+            )
 
         trainable = list(model.trainable_variables)
         if self._shared_arg is not None:
@@ -324,7 +337,10 @@ class ConflictProbe(keras.callbacks.Callback):
             for g, variables in self._groups_arg.items():
                 outside = [getattr(v, "path", getattr(v, "name", "?")) for v in variables if id(v) not in index]
                 if outside:
-                    raise ValueError(f"ConflictProbe: group {g!r} holds variables that are not shared. Received: {outside}")
+                    raise ValueError(
+                        f"ConflictProbe: group {g!r} holds variables that are not shared. "
+                        f"Received: {outside}"
+                    )
                 groups[g] = [index[id(v)] for v in variables]
         elif hasattr(model, "variable_groups"):
             for g, variables in dict(model.variable_groups).items():
@@ -414,7 +430,11 @@ class ConflictProbe(keras.callbacks.Callback):
                 result["gates"] = {k: tf.convert_to_tensor(v) for k, v in model.gates(x).items()}
             return result
 
-        return tf.function(probe_fn)
+        fn = tf.function(probe_fn)
+        # One trace per model is by design (the function captures that model's variables); TF would
+        # otherwise warn about "frequent retracing" of the same code once a run has built a few models.
+        fn._omit_frequent_tracing_warning = True
+        return fn
 
     def _right(self, preds: list[np.ndarray]) -> list[np.ndarray]:
         right = []

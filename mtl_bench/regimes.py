@@ -12,13 +12,20 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import keras
+from pathlib import Path
 
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtl_bench import retention
 from mtl_bench.config import RunConfig
+from mtl_bench.probe import ConflictProbe
 from mtl_bench.spec import SuiteData, Task
-from mtl_bench.training import FitResult, Trainer, evaluate
+from mtl_bench.training import FitResult, Trainer, evaluate, predict
 
 SINGLE_ARCH = "single_task"
+SHARED_WEIGHTS = "(shared weights)"  # the task column of shared-weight drift rows
 NO_ORDER = "-"
 ORDER_SEPARATOR = ">"
 
@@ -37,6 +44,7 @@ class Job:
     order: tuple[str, ...]
     seed: int
     config: RunConfig
+    name: str = "cell"
     callbacks: CallbackFactory | None = None
 
 
@@ -86,11 +94,15 @@ def _row(phase: int, epoch: int, stage: str, task: str, split: str, metric: str,
     }
 
 
-def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, variables=None) -> FitResult:
+def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, result: CellResult, variables=None) -> FitResult:
+    """Trains one phase; with the probe on, records it into ``result.probe``."""
     cfg = job.config
     trainer = Trainer(model, tasks, learning_rate=cfg.learning_rate, variables=variables)
     callbacks = job.callbacks(model, tasks, phase) if job.callbacks else []
-    return trainer.fit(
+    probe = _probe(job, model, phase)
+    if probe is not None:
+        callbacks.append(probe)
+    fit = trainer.fit(
         job.data.train,
         job.data.validation,
         epochs=cfg.epochs,
@@ -98,8 +110,44 @@ def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, variab
         seed=job.seed + 7919 * phase,
         patience=cfg.patience,
         callbacks=callbacks,
-        steps_per_call=cfg.probe_every if callbacks else 0,
+        steps_per_call=cfg.probe_every if probe is not None else 0,
     )
+    if probe is not None:
+        result.probe.extend(probe.records)
+    result.add_fit(fit, phase=phase)
+    if cfg.tensorboard:
+        _epoch_scalars(Path(cfg.tensorboard) / job.name / f"phase{phase}", fit)
+    return fit
+
+
+def _probe(job: Job, model: keras.Model, phase: int) -> ConflictProbe | None:
+    """The conflict probe over all the model's tasks, on a fixed validation batch; None when nothing is shared."""
+    cfg = job.config
+    tasks = [job.data.task(n) for n in model.task_names]
+    if not cfg.probe_every or len(tasks) < 2 or not model.shared_variables:
+        return None
+    batch = job.data.validation.take(slice(0, cfg.batch_size))
+    return ConflictProbe(
+        batch.features,
+        {t.name: batch.labels[t.name] for t in tasks},
+        tasks,
+        every=cfg.probe_every,
+        learning_rate=cfg.learning_rate,
+        context={"phase": phase},
+        tensorboard_dir=str(Path(cfg.tensorboard) / job.name / f"phase{phase}") if cfg.tensorboard else None,
+    )
+
+
+def _epoch_scalars(directory: Path, fit: FitResult) -> None:
+    writer = tf.summary.create_file_writer(str(directory))
+    with writer.as_default():
+        for log in fit.history:
+            for task, loss in log.train_loss.items():
+                tf.summary.scalar(f"train/loss/{task}", loss, step=log.epoch)
+            for task, values in log.validation.items():
+                for metric, value in values.items():
+                    tf.summary.scalar(f"validation/{metric}/{task}", value, step=log.epoch)
+    writer.close()
 
 
 class Regime:
@@ -127,8 +175,7 @@ class SingleRegime(Regime):
         for task in job.data.tasks:
             keras.utils.set_random_seed(job.seed)
             model = job.model_factory(features=job.data.features, tasks=(task,), **job.arch_params)
-            fit = _fit(job, model, (task,), phase=0)
-            result.add_fit(fit, phase=0)
+            fit = _fit(job, model, (task,), 0, result)
             result.add_eval(evaluate(model, (task,), job.data.validation), 0, fit.best_epoch, "validation")
             result.add_eval(evaluate(model, (task,), job.data.test), 0, fit.best_epoch, "test")
         return result
@@ -142,9 +189,8 @@ class JointRegime(Regime):
     def run(self, job: Job) -> CellResult:
         keras.utils.set_random_seed(job.seed)
         model = job.model_factory(features=job.data.features, tasks=job.data.tasks, **job.arch_params)
-        fit = _fit(job, model, job.data.tasks, phase=0)
         result = CellResult()
-        result.add_fit(fit, phase=0)
+        fit = _fit(job, model, job.data.tasks, 0, result)
         result.add_eval(evaluate(model, job.data.tasks, job.data.validation), 0, fit.best_epoch, "validation")
         result.add_eval(evaluate(model, job.data.tasks, job.data.test), 0, fit.best_epoch, "test")
         return result
@@ -171,14 +217,34 @@ class SequentialRegime(Regime):
         data = job.data
         model = job.model_factory(features=data.features, tasks=data.tasks, **job.arch_params)
         model(data.train.take(slice(0, 2)).features)  # build, so the variable lists exist
+        kernels = [v for v in model.variable_groups.get("dense", []) if len(v.shape) >= 2]
         result = CellResult()
+        before = predict(model, data.validation)
         for phase, name in enumerate(job.order):
             task = data.task(name)
+            weights_before = [v.numpy() for v in kernels]
             variables = list(model.shared_variables) + list(model.task_variables[name])
-            fit = _fit(job, model, (task,), phase=phase, variables=variables)
-            result.add_fit(fit, phase=phase)
+            fit = _fit(job, model, (task,), phase, result, variables=variables)
             result.add_eval(evaluate(model, data.tasks, data.validation), phase, fit.best_epoch, "validation")
+            after = predict(model, data.validation)
+            for t in data.tasks:
+                # Drift of an earlier task's outputs is forgetting; of the phase's own task, learning.
+                trained_before = t.name in job.order[:phase]
+                measure = "output_drift" if trained_before else "output_drift_new" if t.name == name else None
+                if measure:
+                    drift = retention.output_drift(before[t.name], after[t.name], t.kind)
+                    result.retention.append({"phase": phase, "task": t.name, "measure": measure, "value": drift})
+            if kernels:
+                drifts = [retention.weight_drift(b, v.numpy()) for b, v in zip(weights_before, kernels)]
+                for measure in drifts[0]:
+                    value = float(np.nanmean([d[measure] for d in drifts]))
+                    result.retention.append({"phase": phase, "task": SHARED_WEIGHTS, "measure": measure, "value": value})
+            before = after
         result.add_eval(evaluate(model, data.tasks, data.test), len(job.order) - 1, fit.best_epoch, "test")
+        for metric in sorted({m for t in data.tasks for m in t.metrics}):
+            matrix = retention.accuracy_matrix(result.rows, metric).reindex(columns=list(job.order))
+            rows = retention.sequential_measures(matrix, job.order, metric)
+            result.retention.extend(r for r in rows if np.isfinite(r["value"]))
         return result
 
 

@@ -32,30 +32,37 @@ def final_results(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.D
     return final[final["phase"] == last]
 
 
-def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
-    """One row per suite × variant × arch × regime × order × task × split × metric.
+def per_seed_transfer(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """Final rows of every cell with ``single`` (the matched single-task value) and ``transfer`` columns.
 
-    ``transfer`` is the multi-task value minus the single-task value of the same
-    seed (the same architecture's single-task run when the run has one, see
-    ``RunConfig.single_baseline``, else the one-tower ``single_task`` model), direction-aware (negative = negative transfer), with a paired t-interval
-    over seeds. Rows with ``task == "all"`` and ``metric == "delta_m"`` hold
-    Maninis et al.'s Δm in percent: the mean over tasks of the sign-corrected
-    relative change of each task's headline metric vs single-task.
+    The single-task value is the same seed's, from the same architecture's
+    single-task run when the run has one, else from the one-tower ``single_task``
+    model. ``transfer`` is direction-aware: negative means negative transfer.
     """
-    variant_columns = list(variant_columns)
-    final = final_results(metrics, variant_columns)
-    keys = ["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"]
+    final = final_results(metrics, list(variant_columns))
     match = ["suite", *variant_columns, "task", "split", "metric", "seed"]
     singles = final[final["regime"] == SINGLE_REGIME]
     same_arch = singles[match + ["arch", "value"]].rename(columns={"value": "same_arch"})
     tower = singles[singles["arch"] == SINGLE_ARCH][match + ["value"]].rename(columns={"value": "tower"})
     merged = final.merge(same_arch, on=match + ["arch"], how="left").merge(tower, on=match, how="left")
-    # Compare with the same architecture trained single-task when the run has it, else the one-tower model.
     merged["single"] = merged["same_arch"].fillna(merged["tower"]).where(merged["regime"] != SINGLE_REGIME)
     merged["transfer"] = [
         metrics_lib.transfer(m, v, s) for m, v, s in zip(merged["metric"], merged["value"], merged["single"])
     ]
+    return merged.drop(columns=["same_arch", "tower"])
 
+
+def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """One row per suite × variant × arch × regime × order × task × split × metric.
+
+    ``transfer`` is :func:`per_seed_transfer` averaged over seeds, with a paired
+    t-interval. Rows with ``task == "all"`` and ``metric == "delta_m"`` hold
+    Maninis et al.'s Δm in percent: the mean over tasks of the sign-corrected
+    relative change of each task's headline metric vs single-task.
+    """
+    variant_columns = list(variant_columns)
+    keys = ["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"]
+    merged = per_seed_transfer(metrics, variant_columns)
     rows = []
     for key, group in merged.groupby(keys, sort=False, dropna=False):
         mean, lo, hi, n = metrics_lib.mean_ci(group["value"].tolist())

@@ -134,20 +134,24 @@ class Trainer:
         if self.jit_compile:
             step = tf.function(step, jit_compile=True)
 
-        def run_steps(features, labels, batches):
-            def body(i, acc):
+        def run_steps(features, labels, batches, start, count):
+            """Steps on ``batches[start : start + count]``; returns each step's per-task losses, (count, T)."""
+
+            def body(i, losses):
                 index = batches[i]
                 x = {k: tf.gather(v, index) for k, v in features.items()}
                 y = {k: tf.gather(v, index) for k, v in labels.items()}
-                return i + 1, acc + step(x, y)
+                return i + 1, losses.write(i - start, step(x, y))
 
-            steps = tf.shape(batches)[0]
-            _, acc = tf.while_loop(
-                lambda i, _: i < steps, body, (tf.constant(0), tf.zeros([len(self.tasks)], tf.float32))
+            _, losses = tf.while_loop(
+                lambda i, _: i < start + count, body, (start, tf.TensorArray(tf.float32, size=count))
             )
-            return acc / tf.cast(steps, tf.float32)
+            return losses.stack()
 
         self._run_steps = tf.function(run_steps, reduce_retracing=True)
+        # TF counts traces of this code across every model built in the process and warns about
+        # "frequent retracing"; each new model must be traced once, so the warning is noise here.
+        self._run_steps._omit_frequent_tracing_warning = True
 
     def fit(
         self,
@@ -170,9 +174,10 @@ class Trainer:
             batch_size: Batch size.
             seed: Shuffling seed.
             patience: Epochs without improvement before stopping; 0 = never stop early.
-            callbacks: Keras callbacks; ``on_train_batch_end`` is called every
-                ``steps_per_call`` steps with the global step as the batch index.
-            steps_per_call: Steps run in one compiled call; 0 = a whole epoch.
+            callbacks: Keras callbacks; ``on_train_batch_end`` is called at every
+                global multiple of ``steps_per_call`` steps (and at each epoch's
+                end) with the global step as the batch index and in ``logs["global_step"]``.
+            steps_per_call: Steps run in one compiled call at most; 0 = a whole epoch.
                 Each epoch is a seeded permutation of the training rows cut
                 into full batches.
 
@@ -186,7 +191,7 @@ class Trainer:
             self._build(train)
         names = [t.name for t in self.tasks]
         spe = data_lib.steps_per_epoch(train, batch_size)
-        chunk = min(steps_per_call or spe, spe)
+        chunk = steps_per_call or spe
         features, labels = data_lib.resident(train, names)
         rng = np.random.default_rng(seed)
         cb = keras.callbacks.CallbackList(list(callbacks), model=self.model)
@@ -195,16 +200,22 @@ class Trainer:
         best, best_epoch, best_weights, since_best, step = np.inf, 0, None, 0, 0
         for epoch in range(1, epochs + 1):
             cb.on_epoch_begin(epoch - 1)
+            # The whole epoch goes in at once (one shape, one trace); chunks are index ranges of it.
             batches = data_lib.epoch_batches(len(train), batch_size, rng)
+            epoch_tensor = tf.constant(batches)
             loss_sum = np.zeros(len(names))
-            for start in range(0, len(batches), chunk):
-                part = batches[start : start + chunk]
-                n = len(part)
-                mean_losses = self._run_steps(features, labels, tf.constant(part)).numpy()
+            start = 0
+            while start < len(batches):
+                # Chunks end on global multiples of ``chunk``, so callbacks see steps chunk, 2·chunk, ...
+                n = min(chunk - step % chunk, len(batches) - start)
+                step_losses = self._run_steps(features, labels, epoch_tensor, tf.constant(start), tf.constant(n)).numpy()
+                start += n
+                # Summed here, step by step, so the logged loss does not depend on how steps are chunked.
+                mean_losses = step_losses.astype(np.float64).mean(axis=0)
                 if not np.all(np.isfinite(mean_losses)):
                     bad = [t for t, v in zip(names, mean_losses) if not np.isfinite(v)]
                     raise TrainingDiverged(f"training loss of {bad} is not finite at epoch {epoch}, step {step + n}")
-                loss_sum += mean_losses * n
+                loss_sum += step_losses.astype(np.float64).sum(axis=0)
                 step += n
                 cb.on_train_batch_end(
                     step, {"global_step": step, **{f"loss/{t}": float(v) for t, v in zip(names, mean_losses)}}

@@ -137,7 +137,7 @@ def load(
         cache_dir: Download cache root for ``keras.utils.get_file`` (default ``~/.keras``).
 
     Returns:
-        The suite; ``variant`` is ``{"group": group}`` (plus ``split_seed`` when it is not 0).
+        The suite; ``variant`` is ``{"task_group": group}`` (plus ``split_seed`` when it is not 0).
 
     Raises:
         UserInputError: Unknown group, missing or corrupt files, failed download.
@@ -179,7 +179,8 @@ def load(
     }
     tasks = (Task(name=main, label=main, kind="binary"), Task(name=aux, label=aux, kind="binary"))
     numeric = {c: (np.log1p(frame[c].to_numpy()) if c in LOG1P else frame[c].to_numpy()) for c in NUMERIC}
-    variant: dict[str, object] = {"group": group}
+    # "task_group", not "group": probe.csv already has a "group" column (variable groups).
+    variant: dict[str, object] = {"task_group": group}
     if split_seed != 0:
         variant["split_seed"] = split_seed
     return _common.assemble(

@@ -56,7 +56,7 @@ def test_rows_and_split_sizes(income):
     assert len(income.train) + len(income.validation) + len(income.test) == n
     # 60/20/20: validation and test get round(0.2 n) rows each.
     assert len(income.validation) == len(income.test) == round(0.2 * n)
-    assert income.name == "census-income" and income.variant == {"group": "income"}
+    assert income.name == "census-income" and income.variant == {"task_group": "income"}
     assert any("only the UCI test split" in note and "60/20/20" in note for note in income.notes)
 
 
@@ -74,7 +74,7 @@ def test_label_base_rates_match_the_raw_file(raw, income):
 def test_education_group(raw):
     data = census_income.load(group="education", data_dir=str(SHARED_DATA))
     assert [t.name for t in data.tasks] == ["education", "marital"]
-    assert data.variant == {"group": "education"}
+    assert data.variant == {"task_group": "education"}
     assert _all(data, "education").sum() == sum(r["education"] in COLLEGE for r in raw)
     assert _all(data, "marital").sum() == sum(r["marital_stat"] == "Never married" for r in raw)
     # Both groups see the same inputs.
@@ -133,7 +133,7 @@ def test_split_is_deterministic_and_ignores_the_training_seed(income):
                                       getattr(again, name).features["numeric"])
         np.testing.assert_array_equal(getattr(income, name).labels["income"], getattr(again, name).labels["income"])
     assert not np.array_equal(income.test.features["numeric"], other.test.features["numeric"])
-    assert other.variant == {"group": "income", "split_seed": 1}
+    assert other.variant == {"task_group": "income", "split_seed": 1}
 
 
 def test_environment_variable_and_uncompressed_file(tmp_path, monkeypatch, income):

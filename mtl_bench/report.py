@@ -1,0 +1,267 @@
+"""``mtl-bench report``: which explanation of negative transfer do the runs support?
+
+For every suite × variant × arch × task, the report puts side by side the
+joint regime's transfer vs single-task, the probe's conflict measures (mean
+gradient cosine, conflict rate) and its forgetting measures (affinity from the
+other tasks, forgetting events, sequential forgetting, retention, output drift).
+
+The *contrast* asks which family of measures predicts negative transfer. The
+unit is one task of one joint run (suite × variant × arch × seed × task). Over
+all units, it takes the Spearman rank correlation of per-seed transfer with
+each measure, sign-corrected so that positive "support" means the measure moves
+the way its explanation predicts. Each correlation gets a bootstrap 95% CI over
+units. The verdict compares the best-supported measure of each explanation. The
+best measure is re-chosen inside every bootstrap resample, so picking it does
+not inflate the difference. A claim is made only when the CI of the difference
+excludes 0. All of it uses the validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mtl_bench import io
+from mtl_bench.errors import UserInputError
+from mtl_bench.summary import headline_metric, per_seed_transfer
+
+SPLIT = "validation"
+BOOTSTRAP = 2000
+MIN_UNITS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A per-unit measure: where it comes from, which explanation it speaks for, its expected sign.
+
+    ``sign`` is +1 when larger values should go with *better* transfer (e.g.
+    gradient cosine), -1 when larger values should go with negative transfer
+    (e.g. conflict rate).
+    """
+
+    name: str
+    explanation: str
+    source: str
+    measure: str
+    sign: int
+    direction: str = "out"  # probe pairs: "out" = task_i is the task, "in" = task_j is the task
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("cosine", "conflict", "probe", "cosine", +1),
+    Measure("conflict_rate", "conflict", "probe", "conflict", -1),
+    Measure("magnitude_similarity", "conflict", "probe", "magnitude_similarity", +1),
+    Measure("affinity_in", "forgetting", "probe", "affinity", +1, direction="in"),
+    Measure("forgetting_events", "forgetting", "probe", "forgetting_rate", -1, direction="self"),
+    Measure("sequential_forgetting", "forgetting", "retention", "forgetting", -1),
+    Measure("retention", "forgetting", "retention", "retention", +1),
+    Measure("output_drift", "forgetting", "retention", "output_drift", -1),
+)
+
+
+def _read(run_dir: Path, name: str) -> pd.DataFrame:
+    path = run_dir / name
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else pd.DataFrame()
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """Concatenated metrics, probe and retention frames of several runs, and their variant columns."""
+    metrics, probe, retention, variant_columns = [], [], [], []
+    for run_dir in map(Path, run_dirs):
+        if not (run_dir / "manifest.json").is_file() or not (run_dir / "metrics.csv").is_file():
+            raise UserInputError(f"{run_dir} is not a finished run directory (no manifest.json and metrics.csv)")
+        manifest = io.read_json(run_dir / "manifest.json")
+        for c in manifest.get("variant_columns", []):
+            if c not in variant_columns:
+                variant_columns.append(c)
+        for frames, name in ((metrics, "metrics.csv"), (probe, "probe.csv"), (retention, "retention.csv")):
+            frame = _read(run_dir, name)
+            if not frame.empty:
+                frames.append(frame.assign(run=run_dir.name))
+    cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    metrics_df, probe_df, retention_df = cat(metrics), cat(probe), cat(retention)
+    for frame in (metrics_df, probe_df, retention_df):
+        for c in variant_columns:
+            if not frame.empty and c not in frame.columns:
+                frame[c] = np.nan
+    return metrics_df, probe_df, retention_df, variant_columns
+
+
+def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """One row per joint-run task and seed: its transfer and every available measure."""
+    unit = ["run", "suite", *variant_columns, "arch", "seed", "task"]
+    # Per run, so that identical cells of two runs are never paired with each other's single-task values.
+    transfer = pd.concat([per_seed_transfer(g, variant_columns) for _, g in metrics.groupby("run", sort=False)])
+    headline = {t: headline_metric(set(g["metric"])) for t, g in transfer.groupby("task")}
+    joint = transfer[(transfer["regime"] == "joint") & (transfer["split"] == SPLIT)]
+    joint = joint[[m == headline[t] for t, m in zip(joint["task"], joint["metric"])]]
+    table = joint[unit + ["metric", "transfer"]].copy()
+    for m in MEASURES:
+        values = _measure(m, probe, retention, unit, headline)
+        table = table.merge(values, on=unit, how="left") if values is not None else table.assign(**{m.name: np.nan})
+    return table.reset_index(drop=True)
+
+
+def _measure(m: Measure, probe: pd.DataFrame, retention: pd.DataFrame, unit: list[str], headline: dict[str, str]):
+    if m.source == "probe":
+        if probe.empty:
+            return None
+        rows = probe[(probe["regime"] == "joint") & (probe["measure"] == m.measure)]
+        if "group" in rows and m.direction != "self":
+            rows = rows[rows["group"] == "all"]
+        if m.direction == "out":
+            rows = rows[rows["task_i"] != rows["task_j"]].assign(task=rows["task_i"])
+        elif m.direction == "in":
+            rows = rows[rows["task_i"] != rows["task_j"]].assign(task=rows["task_j"])
+        else:
+            rows = rows.assign(task=rows["task_i"])
+    else:
+        if retention.empty:
+            return None
+        # Accuracy-matrix measures are named f"{measure}_{metric}": keep each task's headline metric,
+        # after the last phase of each sequential cell (both orders averaged below).
+        wanted = [m.measure if m.measure == "output_drift" else f"{m.measure}_{headline.get(t)}" for t in retention["task"]]
+        rows = retention[retention["measure"] == pd.Series(wanted, index=retention.index)]
+        cell = ["run", "suite", *[c for c in unit if c not in ("run", "suite", "arch", "seed", "task")], "arch", "order", "seed"]
+        rows = rows[rows["phase"] == rows.groupby(cell, dropna=False)["phase"].transform("max")]
+        # Sequential measures describe the same suite variant, architecture, seed and task as the joint unit.
+    values = rows.groupby(unit, dropna=False)["value"].mean().rename(m.name).reset_index()
+    return values if not values.empty else None
+
+
+@dataclasses.dataclass
+class Contrast:
+    """The contrast table and its verdict."""
+
+    table: pd.DataFrame
+    verdict: str
+    n_units: int
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> Contrast:
+    """Rank correlations of transfer with each measure, bootstrap CIs, and the verdict sentence."""
+    rng = np.random.default_rng(seed)
+    available = [m for m in MEASURES if m.name in units and units[m.name].notna().sum() >= 3]
+    y = units["transfer"].to_numpy(float)
+    n = len(units)
+    boots = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((0, 0), int)
+    rows, boot_support = [], {}
+    for m in available:
+        x = units[m.name].to_numpy(float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        rho = _spearman(x[ok], y[ok])
+        samples = np.array([_spearman(x[b][ok[b]], y[b][ok[b]]) for b in boots])
+        boot_support[m.name] = m.sign * samples
+        lo, hi = np.nanpercentile(samples, [2.5, 97.5]) if np.isfinite(samples).any() else (np.nan, np.nan)
+        rows.append({"measure": m.name, "explanation": m.explanation, "expected_sign": m.sign,
+                     "n": int(ok.sum()), "spearman": rho, "ci_low": lo, "ci_high": hi, "support": m.sign * rho})
+    table = pd.DataFrame(rows, columns=["measure", "explanation", "expected_sign", "n", "spearman", "ci_low", "ci_high", "support"])
+    return Contrast(table, _verdict(table, boot_support, n), n)
+
+
+def _verdict(table: pd.DataFrame, boot_support: dict[str, np.ndarray], n: int) -> str:
+    if n < MIN_UNITS:
+        return f"Too few joint-run tasks ({n} < {MIN_UNITS}) to weigh the explanations; run more seeds or variants."
+    best, per_family = {}, {}
+    for family in ("conflict", "forgetting"):
+        names = table[table["explanation"] == family]["measure"].tolist()
+        if not names:
+            return f"The runs have no {family} measures (was the probe on, and the sequential regime run?)."
+        stacked = np.vstack([boot_support[k] for k in names])
+        per_family[family] = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+        row = table[table["measure"].isin(names)].sort_values("support", ascending=False).iloc[0]
+        best[family] = row
+    diff = per_family["forgetting"] - per_family["conflict"]
+    diff = diff[np.isfinite(diff)]
+    lo, hi = np.percentile(diff, [2.5, 97.5]) if len(diff) else (np.nan, np.nan)
+
+    def describe(row: pd.Series) -> str:
+        return f"{row['measure']} (Spearman {row['spearman']:+.2f}, 95% CI {row['ci_low']:+.2f} to {row['ci_high']:+.2f})"
+
+    def supported(row: pd.Series) -> bool:
+        ci = sorted((row["expected_sign"] * row["ci_low"], row["expected_sign"] * row["ci_high"]))
+        return ci[0] > 0
+
+    head = (f"Across {n} joint-run tasks, the best conflict measure is {describe(best['conflict'])} and the best "
+            f"forgetting measure is {describe(best['forgetting'])}; forgetting minus conflict support: "
+            f"95% CI {lo:+.2f} to {hi:+.2f}.")
+    if not supported(best["conflict"]) and not supported(best["forgetting"]):
+        return head + " Neither explanation's measures predict negative transfer on these runs."
+    if lo > 0:
+        return head + " Forgetting predicts negative transfer better than gradient conflict on these runs."
+    if hi < 0:
+        return head + " Gradient conflict predicts negative transfer better than forgetting on these runs."
+    return head + " The evidence does not separate the two explanations on these runs."
+
+
+def task_table(units: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """Per suite × variant × arch × task: mean transfer with CI over seeds and the mean of every measure."""
+    from mtl_bench.metrics import mean_ci
+
+    keys = ["suite", *variant_columns, "arch", "task", "metric"]
+    rows = []
+    for key, group in units.groupby(keys, dropna=False, sort=False):
+        mean, lo, hi, count = mean_ci(group["transfer"].tolist())
+        row = dict(zip(keys, key), transfer=mean, transfer_ci_low=lo, transfer_ci_high=hi, n=count)
+        for m in MEASURES:
+            if m.name in group:
+                row[m.name] = group[m.name].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast]:
+    """The per-task table and the contrast for a set of run directories."""
+    metrics, probe, retention, variant_columns = load_runs(run_dirs)
+    units = unit_table(metrics, probe, retention, variant_columns)
+    if units.empty:
+        raise UserInputError("the runs have no joint-regime results to report on (run with --regime including joint)")
+    return task_table(units, variant_columns), contrast(units)
+
+
+def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast, Path]:
+    """Builds the report and writes report.csv, contrast.csv and report.md into the first run directory."""
+    tasks, result = build_report(run_dirs)
+    out = Path(run_dirs[0])
+    io.write_csv(out / "report.csv", tasks)
+    io.write_csv(out / "contrast.csv", result.table)
+    md = [
+        "# mtl-bench report",
+        "",
+        "Runs: " + ", ".join(Path(r).name for r in run_dirs),
+        "",
+        "## Per task (validation split; transfer < 0 is negative transfer)",
+        "",
+        _markdown(tasks),
+        "",
+        "## Contrast: which measures predict negative transfer",
+        "",
+        _markdown(result.table),
+        "",
+        "## Verdict",
+        "",
+        result.verdict,
+        "",
+    ]
+    io.write_text(out / "report.md", "\n".join(md))
+    return tasks, result, out
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)"
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
