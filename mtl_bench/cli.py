@@ -79,6 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
                      help="a sequential task order (repeatable); default every order of two tasks")
     run.add_argument("--epochs", type=int, metavar="N", help="maximum epochs per training phase")
+    run.add_argument("--patience", type=int, metavar="N",
+                     help="early stopping: epochs without a better validation loss (0 = never stop early)")
     run.add_argument("--seeds", type=int, metavar="N", help="number of seeds per configuration")
     run.add_argument("--first-seed", type=int, metavar="S", help="first seed (seeds are S..S+N-1)")
     run.add_argument("--batch-size", type=int, metavar="N", help="training batch size")
@@ -120,6 +122,51 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by mtl-bench run")
+    report.add_argument("--plots", action="store_true", help="also write the figures as PNG into the first run directory")
+
+    tune = sub.add_parser(
+        "tune",
+        help="tune hyper-parameters with Optuna on the validation split",
+        description=(
+            "Tune one arm (--arch) or several with an equal budget (--arms), on the validation split only. "
+            "Writes trials.csv, best.json, config.toml (accepted by mtl-bench run --config) and plots/*.png "
+            "to the output directory; --arms also re-trains each arm's best configuration over --retrain-seeds "
+            "seeds into <out>/runs/<arm>/ for mtl-bench report. Re-running the same command resumes the study."
+        ),
+    )
+    tune.add_argument("--config", metavar="FILE.toml", help="base configuration (suite, epochs, row limits, ...)")
+    tune.add_argument("--suite", help="task suite: synthetic, census-income or table")
+    tune.add_argument("--group", help="census-income task group: income or education")
+    tune.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
+    tune.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
+    tune.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                      help="suite parameter (one value: tuning uses one suite variant); repeatable")
+    which = tune.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="architecture to tune: single, shared_bottom, mmoe, omoe, ple")
+    which.add_argument("--arms", type=_names, metavar="A,B,..",
+                       help="equal-budget mode, e.g. single,shared_bottom,mmoe,ple")
+    tune.add_argument("--regime", default="joint", help="regime of multi-task arms: joint or sequential (default joint)")
+    tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials per arm (default 20)")
+    tune.add_argument("--objective", default="mean_auc",
+                      help="mean_auc (regression tasks: -MSE), main_auc, transfer or per_task (default mean_auc)")
+    tune.add_argument("--main-task", metavar="TASK", help="main task of main_auc (default: the suite's first task)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage URL, e.g. postgresql://user@host/db (default sqlite:///<out>/study.db)")
+    tune.add_argument("--study", metavar="NAME", help="study name (default <suite>-<arch>-<regime>-<objective>)")
+    tune.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes sharing the study")
+    tune.add_argument("--space", metavar="FILE.toml", help="search-space overrides ([common] and per-arch tables)")
+    tune.add_argument("--pruner", default="median", help="median, percentile, hyperband, successive_halving, none")
+    tune.add_argument("--pruner-param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                      help="pruner constructor argument, e.g. n_startup_trials=5; repeatable")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    tune.add_argument("--epochs", type=int, metavar="N", help="maximum epochs per trial")
+    tune.add_argument("--first-seed", type=int, metavar="S", help="training seed of every trial")
+    tune.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
+    tune.add_argument("--max-eval-rows", type=int, metavar="N", help="validate on at most N rows (0 = all)")
+    tune.add_argument("--retrain-seeds", type=int, default=3, metavar="N",
+                      help="seeds of the best configuration's re-training and config.toml (default 3)")
+    tune.add_argument("--no-retrain", action="store_true", help="--arms: tune only, do not re-train")
+    tune.add_argument("--out", metavar="DIR", help="output directory (default runs/tune-<study>)")
     return parser
 
 
@@ -141,7 +188,7 @@ def _run_config(args: argparse.Namespace):
     for name, value in args.param:
         params[name] = value
     data["suite_params"] = params
-    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"),
+    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
                       ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),
@@ -208,10 +255,60 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(result.table.to_string(index=False))
     print(f"\n{result.verdict}")
     print(f"\nwritten: {out / 'report.md'}, {out / 'report.csv'}, {out / 'contrast.csv'}")
+    if args.plots:
+        from mtl_bench.plots import write_plots
+
+        written, notes = write_plots(args.run_dirs, contrast_table=result.table)
+        for note in notes:
+            print(f"note: {note}")
+        print("written: " + ", ".join(str(p) for p in written) if written else "no figures written")
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "report": _cmd_report}
+def _tune_config(args: argparse.Namespace):
+    from mtl_bench.config import RunConfig
+
+    data: dict[str, Any] = RunConfig.from_toml(args.config).to_dict() if args.config else {}
+    if args.suite and args.suite != data.get("suite"):
+        data["suite"], data["suite_params"] = args.suite, {}
+    params = dict(data.get("suite_params", {}))
+    for flag, key in [("group", "group"), ("table", "table"), ("data_dir", "data_dir")]:
+        if getattr(args, flag):
+            params[key] = getattr(args, flag)
+    params.update(dict(args.param))
+    data["suite_params"] = params
+    for key in ("epochs", "first_seed", "max_train_rows", "max_eval_rows"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    return RunConfig.from_dict(data, source="command line")
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from mtl_bench import tune
+
+    options = dict(
+        n_trials=args.trials, objective=args.objective, storage=args.storage, study_name=args.study,
+        workers=args.workers, space_file=args.space, pruner=args.pruner, pruner_params=dict(args.pruner_param),
+        sampler_seed=args.seed, main_task=args.main_task, retrain_seeds=args.retrain_seeds,
+    )
+    config = _tune_config(args)
+    if args.arms:
+        result = tune.tune_arms(config, args.arms, regime=args.regime, out=args.out, retrain=not args.no_retrain,
+                                **options)
+        studies = result.studies
+    else:
+        studies = {args.arch: tune.tune(config, args.arch, regime=args.regime, out=args.out, **options)}
+    for arm, study in studies.items():
+        print(f"{arm}: study {study.study_name}, best {study.best_values} {study.best_params}")
+        for note in study.notes:
+            print(f"note: {note}")
+        print(f"  written: {study.out / 'trials.csv'}" + (f", {study.config_path}" if study.config_path else ""))
+    if args.arms and result.run_dirs:
+        print("compare the tuned arms: mtl-bench report " + " ".join(str(p) for p in result.run_dirs.values()))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "report": _cmd_report, "tune": _cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

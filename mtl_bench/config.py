@@ -65,7 +65,7 @@ class RunConfig:
     max_eval_rows: int = 0
     probe_every: int = 50
     tensorboard: str = ""
-    single_baseline: str = "single_task"
+    single_baseline: str = "same_arch"
     jobs: int = 0
 
     def __post_init__(self) -> None:
@@ -82,8 +82,19 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
-        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
-            raise UserInputError(f"config: learning_rate must be > 0. Received: learning_rate={self.learning_rate!r}")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < float("inf")):
+            raise UserInputError(f"config: learning_rate must be a finite number > 0. Received: learning_rate={lr!r}")
+        if self.first_seed + self.seeds > 2**32:
+            raise UserInputError(
+                f"config: seeds must stay below 2**32. Received: first_seed={self.first_seed}, seeds={self.seeds}"
+            )
+        if not isinstance(self.tensorboard, str):
+            raise UserInputError(f"config: tensorboard must be a directory path. Received: {self.tensorboard!r}")
+        if not isinstance(self.orders, list) or not all(
+            isinstance(o, list) and all(isinstance(t, str) for t in o) for o in self.orders
+        ):
+            raise UserInputError(f"config: orders must be a list of task-name lists. Received: {self.orders!r}")
         for name in ("archs", "regimes"):
             value = getattr(self, name)
             if not value or not all(isinstance(v, str) and v for v in value):

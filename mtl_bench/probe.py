@@ -72,7 +72,7 @@ _CACHE_ATTR = "_mtl_bench_probe_fns"
 
 
 def _keras_loss(name: str, loss: Any) -> Any:
-    """A callable ``(y_true, y_pred) -> scalar`` from a Keras loss object, name or function."""
+    """A callable ``(y_true, y_pred) -> loss`` from a Keras loss object, name or function (mean-reduced by the caller)."""
     if isinstance(loss, str):
         loss = keras.losses.get(loss)
     if not callable(loss):
@@ -392,7 +392,8 @@ class ConflictProbe(keras.callbacks.Callback):
         def task_losses(x, ys):
             out = _name_outputs(model(x, training=False), model, names)
             preds = [out[n] for n in names]
-            return [fn(y, p) for fn, y, p in zip(loss_fns, ys, preds)], preds
+            # A loss given by name is a bare function returning per-example values: reduce it as fit does.
+            return [keras.ops.mean(fn(y, p)) for fn, y, p in zip(loss_fns, ys, preds)], preds
 
         def probe_fn(x, ys, lr):
             result = {}

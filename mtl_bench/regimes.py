@@ -225,8 +225,8 @@ class SequentialRegime(Regime):
             weights_before = [v.numpy() for v in kernels]
             variables = list(model.shared_variables) + list(model.task_variables[name])
             fit = _fit(job, model, (task,), phase, result, variables=variables)
-            result.add_eval(evaluate(model, data.tasks, data.validation), phase, fit.best_epoch, "validation")
             after = predict(model, data.validation)
+            result.add_eval(evaluate(model, data.tasks, data.validation, after), phase, fit.best_epoch, "validation")
             for t in data.tasks:
                 # Drift of an earlier task's outputs is forgetting; of the phase's own task, learning.
                 trained_before = t.name in job.order[:phase]

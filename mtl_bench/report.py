@@ -7,10 +7,11 @@ other tasks, forgetting events, sequential forgetting, retention, output drift).
 
 The *contrast* asks which family of measures predicts negative transfer. The
 unit is one task of one joint run (suite × variant × arch × seed × task). Over
-all units, it takes the Spearman rank correlation of per-seed transfer with
-each measure, sign-corrected so that positive "support" means the measure moves
-the way its explanation predicts. Each correlation gets a bootstrap 95% CI over
-units. The verdict compares the best-supported measure of each explanation. The
+all units, it takes the Spearman rank correlation of per-seed relative transfer
+(percent of the single-task value, so tasks and metrics pool) with each measure, sign-corrected so that positive "support" means the measure moves
+the way its explanation predicts. Each correlation gets a bootstrap 95% CI that
+resamples whole training cells (a joint run's tasks share the run and, for
+symmetric measures such as the cosine, the value). The verdict compares the best-supported measure of each explanation. The
 best measure is re-chosen inside every bootstrap resample, so picking it does
 not inflate the difference. A claim is made only when the CI of the difference
 excludes 0. All of it uses the validation split.
@@ -31,6 +32,8 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.summary import headline_metric, per_seed_transfer
 
 SPLIT = "validation"
+# Columns of the unit table that are values, not identifiers of the unit's cell.
+_UNIT_VALUE_COLUMNS = frozenset({"task", "metric", "transfer", "relative_transfer"})
 BOOTSTRAP = 2000
 MIN_UNITS = 6
 
@@ -72,7 +75,11 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame:
 def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """Concatenated metrics, probe and retention frames of several runs, and their variant columns."""
     metrics, probe, retention, variant_columns = [], [], [], []
-    for run_dir in map(Path, run_dirs):
+    resolved = [Path(d).resolve() for d in run_dirs]
+    duplicated = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+    if duplicated:
+        raise UserInputError(f"run directory given more than once: {duplicated[0]}")
+    for run_dir in resolved:
         if not (run_dir / "manifest.json").is_file() or not (run_dir / "metrics.csv").is_file():
             raise UserInputError(f"{run_dir} is not a finished run directory (no manifest.json and metrics.csv)")
         manifest = io.read_json(run_dir / "manifest.json")
@@ -82,13 +89,14 @@ def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
         for frames, name in ((metrics, "metrics.csv"), (probe, "probe.csv"), (retention, "retention.csv")):
             frame = _read(run_dir, name)
             if not frame.empty:
-                frames.append(frame.assign(run=run_dir.name))
+                frames.append(frame.assign(run=str(run_dir)))
     cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     metrics_df, probe_df, retention_df = cat(metrics), cat(probe), cat(retention)
     for frame in (metrics_df, probe_df, retention_df):
         for c in variant_columns:
-            if not frame.empty and c not in frame.columns:
-                frame[c] = np.nan
+            if not frame.empty:
+                # One dtype for every run's values, so merges never meet str against float.
+                frame[c] = frame[c].astype(object) if c in frame.columns else pd.Series(None, index=frame.index, dtype=object)
     return metrics_df, probe_df, retention_df, variant_columns
 
 
@@ -101,6 +109,8 @@ def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFra
     joint = transfer[(transfer["regime"] == "joint") & (transfer["split"] == SPLIT)]
     joint = joint[[m == headline[t] for t, m in zip(joint["task"], joint["metric"])]]
     table = joint[unit + ["metric", "transfer"]].copy()
+    # Percent of the single-task value (one term of Δm): comparable across metrics, tasks and variants.
+    table["relative_transfer"] = 100.0 * joint["transfer"].to_numpy() / joint["single"].abs().to_numpy()
     for m in MEASURES:
         values = _measure(m, probe, retention, unit, headline)
         table = table.merge(values, on=unit, how="left") if values is not None else table.assign(**{m.name: np.nan})
@@ -150,16 +160,28 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> Contrast:
-    """Rank correlations of transfer with each measure, bootstrap CIs, and the verdict sentence."""
+    """Rank correlations of relative transfer with each measure, cluster-bootstrap CIs, and the verdict.
+
+    Units of one cell (run, suite, variant, arch, seed) share a training run and
+    often a measure (the gradient cosine is symmetric), so the bootstrap resamples
+    whole cells, not single units.
+    """
     rng = np.random.default_rng(seed)
-    available = [m for m in MEASURES if m.name in units and units[m.name].notna().sum() >= 3]
-    y = units["transfer"].to_numpy(float)
-    n = len(units)
-    boots = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((0, 0), int)
+    y = units["relative_transfer" if "relative_transfer" in units else "transfer"].to_numpy(float)
+    measure_names = {m.name for m in MEASURES}
+    cell_columns = [c for c in units.columns if c not in _UNIT_VALUE_COLUMNS and c not in measure_names]
+    cells = units.groupby(cell_columns, dropna=False, sort=False).ngroup().to_numpy() if cell_columns else np.arange(len(units))
+    members = [np.flatnonzero(cells == c) for c in range(cells.max() + 1)] if len(units) else []
+    boots = [np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))]) for _ in range(n_boot)]
     rows, boot_support = [], {}
-    for m in available:
+    n = int(np.isfinite(y).sum())
+    for m in MEASURES:
+        if m.name not in units:
+            continue
         x = units[m.name].to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() < 3:
+            continue
         rho = _spearman(x[ok], y[ok])
         samples = np.array([_spearman(x[b][ok[b]], y[b][ok[b]]) for b in boots])
         boot_support[m.name] = m.sign * samples
@@ -172,19 +194,24 @@ def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> 
 
 def _verdict(table: pd.DataFrame, boot_support: dict[str, np.ndarray], n: int) -> str:
     if n < MIN_UNITS:
-        return f"Too few joint-run tasks ({n} < {MIN_UNITS}) to weigh the explanations; run more seeds or variants."
+        return (f"Too few joint-run tasks with a single-task baseline ({n} < {MIN_UNITS}) to weigh the "
+                "explanations; run more seeds or variants, with the single regime.")
     best, per_family = {}, {}
     for family in ("conflict", "forgetting"):
-        names = table[table["explanation"] == family]["measure"].tolist()
+        names = table[(table["explanation"] == family) & table["support"].notna()]["measure"].tolist()
         if not names:
-            return f"The runs have no {family} measures (was the probe on, and the sequential regime run?)."
+            return (f"Cannot weigh the explanations: no {family} measure varies with transfer on these runs "
+                    "(was the probe on, and the sequential regime run?).")
         stacked = np.vstack([boot_support[k] for k in names])
         per_family[family] = np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
         row = table[table["measure"].isin(names)].sort_values("support", ascending=False).iloc[0]
         best[family] = row
     diff = per_family["forgetting"] - per_family["conflict"]
-    diff = diff[np.isfinite(diff)]
-    lo, hi = np.percentile(diff, [2.5, 97.5]) if len(diff) else (np.nan, np.nan)
+    finite = np.isfinite(diff)
+    if finite.mean() < 0.9:  # a CI over the few resamples where both families are defined would be conditional
+        return ("Cannot weigh the explanations: too many bootstrap resamples leave a family without a "
+                "defined correlation; run more seeds or variants.")
+    lo, hi = np.percentile(diff[finite], [2.5, 97.5])
 
     def describe(row: pd.Series) -> str:
         return f"{row['measure']} (Spearman {row['spearman']:+.2f}, 95% CI {row['ci_low']:+.2f} to {row['ci_high']:+.2f})"

@@ -97,6 +97,8 @@ def _variants(config: RunConfig) -> list[tuple[tuple[str, Any], ...]]:
     for name, vs in zip(names, values):
         if not vs:
             raise UserInputError(f"suite parameter {name!r} is an empty list")
+        if len({repr(v) for v in vs}) != len(vs) or len({str(v) for v in vs}) != len(vs):
+            raise UserInputError(f"suite parameter {name!r} lists a value twice. Received: {vs}")
     return [tuple(zip(names, combo)) for combo in itertools.product(*values)]
 
 
@@ -124,9 +126,10 @@ def plan(config: RunConfig) -> Plan:
     Raises:
         UserInputError: For any unknown name or invalid value, before anything is written.
     """
+    multi_task = sorted(set(ARCHITECTURES) - {SINGLE_ARCH})
     for arch in config.archs:
-        if arch not in ARCHITECTURES:
-            raise UserInputError(f"unknown architecture {arch!r}; valid architectures: {sorted(ARCHITECTURES)}")
+        if arch not in multi_task:
+            raise UserInputError(f"unknown multi-task architecture {arch!r}; valid architectures: {multi_task}")
     for regime in config.regimes:
         if regime not in REGIMES:
             raise UserInputError(f"unknown regime {regime!r}; valid regimes: {sorted(REGIMES)}")
@@ -240,6 +243,8 @@ def run(
     """
     the_plan = plan(config)
     run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserInputError(f"--out {run_dir} is a file, not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -280,19 +285,21 @@ def _execute(
     pending = []
     for cell in the_plan.cells:
         if _committed(cells_dir, cell):
+            # A worker may have committed a cell that an interrupted parent never recorded.
+            manifest["cells"].setdefault(cell.key, _committed_status(cells_dir, cell))
             bar.update(f"{cell.describe()} (done before)")
         else:
             pending.append(cell)
     start = time.perf_counter()
 
     def record(cell: Cell, status: dict[str, Any]) -> None:
+        # Cell files are the committed results; the combined CSVs are rebuilt once, at the end.
         manifest["cells"][cell.key] = status
-        _write_results(run_dir, the_plan)
         io.write_json(run_dir / "manifest.json", manifest)
         failed = "" if status["status"] == "complete" else " FAILED"
         bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
 
-    jobs = min(config.jobs or os.cpu_count() or 1, max(len(pending), 1))
+    jobs = min(config.jobs or len(os.sched_getaffinity(0)), max(len(pending), 1))
     try:
         if in_process:
             tf.config.experimental.enable_op_determinism()
@@ -310,10 +317,12 @@ def _execute(
                     raise
     except KeyboardInterrupt:
         manifest["status"], manifest["reason"] = "interrupted", "interrupted by the user; continue with --resume"
+        _write_results(run_dir, the_plan)
         io.write_json(run_dir / "manifest.json", manifest)
         raise
     except Exception as err:
         manifest["status"], manifest["reason"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+        _write_results(run_dir, the_plan)
         io.write_json(run_dir / "manifest.json", manifest)
         raise
     failed = [k for k, v in manifest["cells"].items() if v["status"] == "failed"]
@@ -324,6 +333,11 @@ def _execute(
     _write_results(run_dir, the_plan)
     io.write_json(run_dir / "manifest.json", manifest)
     return run_dir
+
+
+def _committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:
+    failed = cells_dir / f"{cell.key}.failed.json"
+    return io.read_json(failed) if failed.is_file() else {"status": "complete", "reason": "", "wall_seconds": None}
 
 
 def _committed(cells_dir: Path, cell: Cell) -> bool:

@@ -12,7 +12,6 @@ from mtl_bench.regimes import SINGLE_ARCH
 
 SINGLE_REGIME = "single"
 
-METRIC_COLUMNS = ["phase", "epoch", "stage", "task", "split", "metric", "value"]
 CELL_COLUMNS = ["arch", "regime", "order", "seed"]
 SUMMARY_STATS = ["mean", "ci_low", "ci_high", "n", "transfer", "transfer_ci_low", "transfer_ci_high"]
 DELTA_M = "delta_m"

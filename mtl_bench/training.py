@@ -56,14 +56,16 @@ def predict(model: keras.Model, split: Split, batch_size: int = PREDICT_BATCH) -
 def _predict_fn(model: keras.Model):
     fn = getattr(model, "_mtl_bench_predict", None)
     if fn is None:
-        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
         model._mtl_bench_predict = fn
     return fn
 
 
-def evaluate(model: keras.Model, tasks: Sequence[Task], split: Split) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value}}`` for every task on one split."""
-    pred = predict(model, split)
+def evaluate(
+    model: keras.Model, tasks: Sequence[Task], split: Split, pred: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, float]]:
+    """``{task: {metric: value}}`` for every task on one split (from ``pred`` when given)."""
+    pred = predict(model, split) if pred is None else pred
     return {t.name: metrics_lib.evaluate_task(t, split.labels[t.name], pred[t.name]) for t in tasks}
 
 
@@ -148,7 +150,8 @@ class Trainer:
             )
             return losses.stack()
 
-        self._run_steps = tf.function(run_steps, reduce_retracing=True)
+        # The loop is an explicit tf.while_loop: AutoGraph would only add conversion time to every trace.
+        self._run_steps = tf.function(run_steps, reduce_retracing=True, autograph=False)
         # TF counts traces of this code across every model built in the process and warns about
         # "frequent retracing"; each new model must be traced once, so the warning is noise here.
         self._run_steps._omit_frequent_tracing_warning = True

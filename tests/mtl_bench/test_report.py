@@ -57,6 +57,23 @@ def test_too_few_units_make_no_claim():
     assert report.contrast(_units(4, "forgetting"), n_boot=50).verdict.startswith("Too few")
 
 
+def test_units_without_transfer_make_no_claim():
+    units = _units(40, "forgetting").assign(transfer=np.nan)
+    assert report.contrast(units, n_boot=50).verdict.startswith("Too few")
+
+
+def test_bootstrap_resamples_whole_cells():
+    # Two tasks per cell carry the same conflict value: 20 cells, not 40 independent units.
+    units = _units(40, "none").assign(run="r", suite="s", arch="a", seed=np.repeat(np.arange(20), 2),
+                                      task=np.tile(["t1", "t2"], 20), metric="mse")
+    units["relative_transfer"] = units["transfer"]
+    wide = report.contrast(units, n_boot=400).table.set_index("measure")
+    flat = report.contrast(units.drop(columns=["seed"]), n_boot=400).table.set_index("measure")
+    # Without the seed column every unit of the run is one cell: the bootstrap can only resample it whole.
+    assert (flat["ci_high"] - flat["ci_low"]).max() == pytest.approx(0.0, abs=1e-12)
+    assert (wide["ci_high"] - wide["ci_low"]).min() > 0
+
+
 def test_report_on_real_runs(tmp_path, capsys):
     config = RunConfig(
         suite="synthetic",
@@ -76,6 +93,15 @@ def test_report_on_real_runs(tmp_path, capsys):
     assert (contrast.n == 16).all()
     md = (run_dir / "report.md").read_text()
     assert "## Verdict" in md
+
+
+def test_same_run_twice_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+    (run_dir / "metrics.csv").write_text("x\n")
+    assert cli.main(["report", str(run_dir), str(tmp_path / "." / "run")]) == 2
+    assert "more than once" in capsys.readouterr().err
 
 
 def test_report_bad_dir_exits_2(tmp_path, capsys):

@@ -25,6 +25,7 @@ def _small(**kw) -> RunConfig:
         epochs=1,
         batch_size=128,
         jobs=1,
+        single_baseline="single_task",
     )
     base.update(kw)
     return RunConfig(**base)
