@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
     run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
     run.add_argument("--probe-every", type=int, metavar="N",
-                     help="probe gradient conflict and forgetting every N training steps (default 50)")
+                     help="probe gradient conflict and forgetting every N training steps (default 100)")
     run.add_argument("--no-probe", action="store_true", help="switch the probe off")
     run.add_argument("--tensorboard", metavar="DIR", help="also write training metrics and probe scalars for TensorBoard")
     run.add_argument("--single-baseline", choices=["single_task", "same_arch"],

@@ -63,7 +63,7 @@ class RunConfig:
     learning_rate: float = 1e-2
     max_train_rows: int = 0
     max_eval_rows: int = 0
-    probe_every: int = 50
+    probe_every: int = 100
     tensorboard: str = ""
     single_baseline: str = "same_arch"
     jobs: int = 0
