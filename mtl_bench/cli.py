@@ -45,6 +45,14 @@ def _param(text: str) -> tuple[str, Any]:
     return name.strip(), values if len(values) > 1 else values[0]
 
 
+def _add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose a task suite and its data, shared by ``run`` and ``tune``."""
+    parser.add_argument("--suite", help="task suite: synthetic, census-income or table")
+    parser.add_argument("--group", help="census-income task group: income or education")
+    parser.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
+    parser.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mtl-bench",
@@ -66,10 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--config", metavar="FILE.toml", help="start from this configuration (e.g. runs/<id>/config.toml)")
-    run.add_argument("--suite", help="task suite: synthetic, census-income or table")
-    run.add_argument("--group", help="census-income task group: income or education")
-    run.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
-    run.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
+    _add_suite_arguments(run)
     run.add_argument(
         "--param", action="append", type=_param, default=[], metavar="NAME=VALUE[,VALUE...]",
         help="suite parameter; several values sweep it (e.g. --param correlation=1.0,0.5,0.0); repeatable",
@@ -135,10 +140,7 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     tune.add_argument("--config", metavar="FILE.toml", help="base configuration (suite, epochs, row limits, ...)")
-    tune.add_argument("--suite", help="task suite: synthetic, census-income or table")
-    tune.add_argument("--group", help="census-income task group: income or education")
-    tune.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
-    tune.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
+    _add_suite_arguments(tune)
     tune.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
                       help="suite parameter (one value: tuning uses one suite variant); repeatable")
     which = tune.add_mutually_exclusive_group(required=True)

@@ -61,6 +61,14 @@ def _label(keys: Sequence[str], values: Sequence) -> str:
     return " ".join(parts)
 
 
+def _scatter_by_arch_and_suite(ax: Axes, points: pd.DataFrame, x: str, y: str) -> None:
+    """One scatter series per architecture (colour) and suite (marker)."""
+    colors = _styles(points["arch"], COLORS)
+    markers = _styles(points["suite"], MARKERS)
+    for (arch, suite), group in points.groupby(["arch", "suite"], sort=False):
+        ax.scatter(group[x], group[y], c=colors[arch], marker=markers[suite], label=f"{arch} · {suite}", alpha=0.8)
+
+
 def _styles(values: Sequence, palette: Sequence[str]) -> dict:
     return {v: palette[i % len(palette)] for i, v in enumerate(dict.fromkeys(values))}
 
@@ -180,10 +188,7 @@ def conflict_vs_retention(
     if points.empty:
         return _empty(fig, "no joint probe and sequential retention rows to pair")
     ax = fig.add_subplot()
-    colors = _styles(points["arch"], COLORS)
-    markers = _styles(points["suite"], MARKERS)
-    for (arch, suite), group in points.groupby(["arch", "suite"], sort=False):
-        ax.scatter(group["x"], group["y"], c=colors[arch], marker=markers[suite], label=f"{arch} · {suite}", alpha=0.8)
+    _scatter_by_arch_and_suite(ax, points, "x", "y")
     ax.set_xlabel(f"joint training: mean gradient {'cosine' if x == 'cosine' else 'conflict rate'} (task i, task j)")
     ax.set_ylabel(f"sequential: {y} of task i after training task j")
     ax.axvline(0 if x == "cosine" else 0.5, color="0.7", lw=0.8, zorder=0)
@@ -405,11 +410,7 @@ def drift_vs_forgetting(retention: pd.DataFrame, *, variant_columns: Sequence[st
     if points.empty:
         return _empty(fig, "no output drift and forgetting rows to pair")
     ax = fig.add_subplot()
-    colors = _styles(points["arch"], COLORS)
-    markers = _styles(points["suite"], MARKERS)
-    for (arch, suite), group in points.groupby(["arch", "suite"], sort=False):
-        ax.scatter(group["value_drift"], group["value_forgetting"], c=colors[arch], marker=markers[suite],
-                   label=f"{arch} · {suite}", alpha=0.8)
+    _scatter_by_arch_and_suite(ax, points, "value_drift", "value_forgetting")
     x, y = points["value_drift"].to_numpy(float), points["value_forgetting"].to_numpy(float)
     rho = float(stats.spearmanr(x, y).statistic) if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
     ax.set_xscale("symlog", linthresh=1e-3)
