@@ -81,6 +81,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--arch", type=_names, metavar="A,B,..", help="architectures: shared_bottom, mmoe, omoe, ple")
     run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: single, joint, sequential")
+    run.add_argument(
+        "--remedy", type=_names, metavar="R,..",
+        help="remedies of the contrast grid: none, equal, uncertainty, pcgrad, gradvac, cagrad, replay, distill, "
+        "kl-anchor (each in the regimes it changes; none, the baseline, always runs)",
+    )
+    run.add_argument(
+        "--task-weight", action="append", type=_param, default=[], metavar="TASK=WEIGHT",
+        help="static loss weight of a task (e.g. tuned by mtl-bench tune); repeatable",
+    )
     run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
                      help="a sequential task order (repeatable); default every order of two tasks")
     run.add_argument("--epochs", type=int, metavar="N", help="maximum epochs per training phase")
@@ -190,7 +199,9 @@ def _run_config(args: argparse.Namespace):
     for name, value in args.param:
         params[name] = value
     data["suite_params"] = params
-    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
+    for name, value in args.task_weight:
+        data.setdefault("task_weights", {})[name] = value
+    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
                       ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),

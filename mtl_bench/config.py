@@ -42,6 +42,15 @@ class RunConfig:
         single_baseline: What the single regime trains: ``"single_task"`` (one
             tower model per task) or ``"same_arch"`` (each architecture of
             ``archs`` on one task at a time, so transfer compares like with like).
+        remedies: Remedies of the contrast grid (keys of
+            ``mtl_bench.remedies.REMEDIES``); each runs in the regimes it
+            changes. ``"none"`` (the static-weight baseline) is always run, and
+            ``"equal"`` too when a remedy is asked for and the static weights
+            are not all 1.
+        remedy_params: Constructor arguments per remedy name (e.g.
+            ``{"replay": {"share": 0.2}}``).
+        task_weights: Static loss weight per task name (e.g. tuned by
+            ``mtl-bench tune``); tasks not named keep their suite's weight.
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.
             Each worker runs TensorFlow on one thread, so results do not
             depend on the number of jobs.
@@ -66,6 +75,9 @@ class RunConfig:
     probe_every: int = 100
     tensorboard: str = ""
     single_baseline: str = "same_arch"
+    remedies: list[str] = dataclasses.field(default_factory=lambda: ["none"])
+    remedy_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    task_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     jobs: int = 0
 
     def __post_init__(self) -> None:
@@ -95,7 +107,7 @@ class RunConfig:
             isinstance(o, list) and all(isinstance(t, str) for t in o) for o in self.orders
         ):
             raise UserInputError(f"config: orders must be a list of task-name lists. Received: {self.orders!r}")
-        for name in ("archs", "regimes"):
+        for name in ("archs", "regimes", "remedies"):
             value = getattr(self, name)
             if not value or not all(isinstance(v, str) and v for v in value):
                 raise UserInputError(f"config: {name} must be a non-empty list of names. Received: {name}={value!r}")
@@ -103,8 +115,19 @@ class RunConfig:
             raise UserInputError(
                 f"config: single_baseline must be one of {list(SINGLE_BASELINES)}. Received: {self.single_baseline!r}"
             )
-        if not isinstance(self.suite_params, dict) or not isinstance(self.arch_params, dict):
-            raise UserInputError("config: suite_params and arch_params must be tables")
+        for name in ("suite_params", "arch_params", "remedy_params", "task_weights"):
+            if not isinstance(getattr(self, name), dict):
+                raise UserInputError(f"config: {name} must be a table. Received: {getattr(self, name)!r}")
+        for name, value in self.remedy_params.items():
+            if not isinstance(value, dict):
+                raise UserInputError(f"config: remedy_params.{name} must be a table. Received: {value!r}")
+        for task, w in self.task_weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0 <= w < float("inf")):
+                raise UserInputError(
+                    f"config: task_weights.{task} must be a finite number >= 0. Received: {w!r}"
+                )
+        if len(set(self.remedies)) != len(self.remedies):
+            raise UserInputError(f"config: remedies lists a name twice. Received: {self.remedies!r}")
 
     @property
     def seed_list(self) -> list[int]:

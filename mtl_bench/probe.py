@@ -44,6 +44,17 @@ Gate health, when the model has a ``gates(x)`` method returning a non-empty
   mean weight (``max_e gate_weight > 0.9``), else 0.0; ``task_j`` = gate key.
   Not reported for a single-expert gate, which routes everything trivially.
 
+The applied update, when the probe is given the run's ``combination`` (a
+:class:`~mtl_bench.combination.LossCombination`, as built by the trainer),
+group ``"all"``, ``task_j = "update"``: the update that method would apply,
+``d = sum_k a_k g_k`` with ``a`` from the probe's Gram matrix, against each
+task's gradient:
+
+* ``update_cosine``: ``<d, g_i> / (|d| |g_i|)``; NaN when either is zero.
+* ``update_conflict``: 1.0 when that cosine is negative: the update raises
+  task ``i``'s loss to first order. A conflict remedy such as PCGrad should
+  drive it to 0, whatever the raw ``conflict`` between the tasks.
+
 Group ``"all"`` is every shared variable. ``loss``, ``forgetting_*``,
 ``affinity`` and ``self_affinity`` only use ``"all"``. Without groups (neither
 the ``groups`` argument nor ``model.variable_groups``) only ``"all"`` is reported.
@@ -66,6 +77,7 @@ from mtl_bench.spec import Task
 
 ALL = "all"
 GATE_GROUP = "gate"
+UPDATE = "update"  # task_j of the applied-update measures
 RECORD_KEYS: tuple[str, ...] = ("step", "task_i", "task_j", "group", "measure", "value")
 ALARM_SHARE = 0.9
 _CACHE_ATTR = "_mtl_bench_probe_fns"
@@ -128,6 +140,8 @@ class ConflictProbe(keras.callbacks.Callback):
         context: Columns prepended to every record (e.g. suite, arch, regime, seed, phase).
         tensorboard_dir: When given, every record is also written there as a
             scalar named ``probe/{group}/{measure}/{task_i}->{task_j}``.
+        combination: The built loss combination that trains the model over
+            exactly these tasks, in this order; adds the ``update_*`` measures.
     """
 
     def __init__(
@@ -143,6 +157,7 @@ class ConflictProbe(keras.callbacks.Callback):
         groups: dict[str, list] | None = None,
         context: dict[str, Any] | None = None,
         tensorboard_dir: str | None = None,
+        combination: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(probe_x, Mapping) or not probe_x:
@@ -207,6 +222,11 @@ class ConflictProbe(keras.callbacks.Callback):
                 f"ConflictProbe: context keys {clash} clash with record keys {RECORD_KEYS}. "
                 f"Received: {context}"
             )
+        if combination is not None and getattr(combination, "num_tasks", None) != len(names):
+            raise ValueError(
+                "ConflictProbe: combination must be built for the probe's tasks. "
+                f"Received: {type(combination).__name__} over {getattr(combination, 'num_tasks', None)} tasks, {len(names)} probed"
+            )
         if tensorboard_dir is not None and not isinstance(tensorboard_dir, str):
             raise ValueError(f"ConflictProbe: tensorboard_dir must be a path string. Received: {tensorboard_dir!r}")
 
@@ -215,6 +235,7 @@ class ConflictProbe(keras.callbacks.Callback):
         self.learning_rate = None if learning_rate is None else float(learning_rate)
         self.context = context
         self.tensorboard_dir = tensorboard_dir
+        self.combination = combination
         self.records: list[dict[str, Any]] = []
         self._loss_fns = loss_fns
         self._loss_keys = loss_keys
@@ -469,6 +490,8 @@ class ConflictProbe(keras.callbacks.Callback):
                     rows.append((names[i], names[j], group, "cosine", cos))
                     rows.append((names[i], names[j], group, "conflict", conflict))
                     rows.append((names[i], names[j], group, "magnitude_similarity", mag))
+            if self.combination is not None:
+                rows.extend(self._update_rows(grams.sum(axis=0), step))
             after = result["after"].numpy().astype(np.float64)
             for i in range(len(names)):
                 for j in range(len(names)):
@@ -491,6 +514,19 @@ class ConflictProbe(keras.callbacks.Callback):
         self.records.extend(new)
         if self.tensorboard_dir is not None:
             self._write(step, new)
+
+    def _update_rows(self, gram: np.ndarray, step: int) -> list[tuple[str, str, str, str, float]]:
+        coef = self.combination.coefficients(tf.constant(gram, tf.float32), tf.constant(step, tf.int64), update=False)
+        a = np.asarray(coef, np.float64)
+        dot = gram @ a
+        norm_d = math.sqrt(max(float(a @ gram @ a), 0.0))
+        rows = []
+        for i, n in enumerate(self.task_names):
+            norm_i = math.sqrt(max(float(gram[i, i]), 0.0))
+            cos = float("nan") if norm_d == 0 or norm_i == 0 else float(np.clip(dot[i] / (norm_d * norm_i), -1, 1))
+            rows.append((n, UPDATE, ALL, "update_cosine", cos))
+            rows.append((n, UPDATE, ALL, "update_conflict", float("nan") if math.isnan(cos) else float(cos < 0)))
+        return rows
 
     def _write(self, step: int, records: list[dict[str, Any]]) -> None:
         from tensorflow.core.framework import summary_pb2

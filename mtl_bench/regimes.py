@@ -21,6 +21,7 @@ import tensorflow as tf
 from mtl_bench import retention
 from mtl_bench.config import RunConfig
 from mtl_bench.probe import ConflictProbe
+from mtl_bench.remedies import BASELINE, REMEDIES, Remedy
 from mtl_bench.spec import SuiteData, Task
 from mtl_bench.training import FitResult, Trainer, evaluate, predict
 
@@ -46,6 +47,8 @@ class Job:
     config: RunConfig
     name: str = "cell"
     callbacks: CallbackFactory | None = None
+    remedy: Remedy = REMEDIES[BASELINE]
+    remedy_params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -94,12 +97,41 @@ def _row(phase: int, epoch: int, stage: str, task: str, split: str, metric: str,
     }
 
 
-def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, result: CellResult, variables=None) -> FitResult:
-    """Trains one phase; with the probe on, records it into ``result.probe``."""
+def _fit(
+    job: Job,
+    model: keras.Model,
+    tasks: Sequence[Task],
+    phase: int,
+    result: CellResult,
+    variables=None,
+    protected: Sequence[Task] = (),
+) -> FitResult:
+    """Trains one phase with the job's remedy; with the probe on, records it into ``result.probe``.
+
+    Args:
+        protected: Tasks a forgetting remedy keeps (the joint regime: every task,
+            re-anchored each epoch; sequential: the earlier phases' tasks,
+            anchored at the phase's start).
+    """
     cfg = job.config
-    trainer = Trainer(model, tasks, learning_rate=cfg.learning_rate, variables=variables)
+    seed = job.seed + 7919 * phase
+    combination, aid = job.remedy.build(job.remedy_params)
+    if aid is not None:
+        joint = len(tasks) > 1
+        aid.bind(
+            protected,
+            job.data.train,
+            lambda: predict(model, job.data.train),
+            refresh_each_epoch=joint,
+            seed=seed,
+        )
+    trainer = Trainer(
+        model, tasks, learning_rate=cfg.learning_rate, variables=variables, combination=combination, aid=aid, seed=seed
+    )
     callbacks = job.callbacks(model, tasks, phase) if job.callbacks else []
-    probe = _probe(job, model, phase)
+    # The applied-update measures need the combination to train every probed task.
+    trains_all = tuple(t.name for t in tasks) == tuple(getattr(model, "task_names", ()))
+    probe = _probe(job, model, phase, trainer.combination if trains_all else None)
     if probe is not None:
         callbacks.append(probe)
     fit = trainer.fit(
@@ -107,7 +139,7 @@ def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, result
         job.data.validation,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
-        seed=job.seed + 7919 * phase,
+        seed=seed,
         patience=cfg.patience,
         callbacks=callbacks,
         steps_per_call=cfg.probe_every if probe is not None else 0,
@@ -120,7 +152,7 @@ def _fit(job: Job, model: keras.Model, tasks: Sequence[Task], phase: int, result
     return fit
 
 
-def _probe(job: Job, model: keras.Model, phase: int) -> ConflictProbe | None:
+def _probe(job: Job, model: keras.Model, phase: int, combination=None) -> ConflictProbe | None:
     """The conflict probe over all the model's tasks, on a fixed validation batch; None when nothing is shared."""
     cfg = job.config
     tasks = [job.data.task(n) for n in model.task_names]
@@ -135,6 +167,7 @@ def _probe(job: Job, model: keras.Model, phase: int) -> ConflictProbe | None:
         learning_rate=cfg.learning_rate,
         context={"phase": phase},
         tensorboard_dir=str(Path(cfg.tensorboard) / job.name / f"phase{phase}") if cfg.tensorboard else None,
+        combination=combination,
     )
 
 
@@ -190,7 +223,7 @@ class JointRegime(Regime):
         keras.utils.set_random_seed(job.seed)
         model = job.model_factory(features=job.data.features, tasks=job.data.tasks, **job.arch_params)
         result = CellResult()
-        fit = _fit(job, model, job.data.tasks, 0, result)
+        fit = _fit(job, model, job.data.tasks, 0, result, protected=job.data.tasks)
         result.add_eval(evaluate(model, job.data.tasks, job.data.validation), 0, fit.best_epoch, "validation")
         result.add_eval(evaluate(model, job.data.tasks, job.data.test), 0, fit.best_epoch, "test")
         return result
@@ -224,7 +257,8 @@ class SequentialRegime(Regime):
             task = data.task(name)
             weights_before = [v.numpy() for v in kernels]
             variables = list(model.shared_variables) + list(model.task_variables[name])
-            fit = _fit(job, model, (task,), phase, result, variables=variables)
+            earlier = [data.task(n) for n in job.order[:phase]]
+            fit = _fit(job, model, (task,), phase, result, variables=variables, protected=earlier)
             after = predict(model, data.validation)
             result.add_eval(evaluate(model, data.tasks, data.validation, after), phase, fit.best_epoch, "validation")
             for t in data.tasks:

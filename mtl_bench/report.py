@@ -15,6 +15,10 @@ symmetric measures such as the cosine, the value). The verdict compares the best
 best measure is re-chosen inside every bootstrap resample, so picking it does
 not inflate the difference. A claim is made only when the CI of the difference
 excludes 0. All of it uses the validation split.
+
+The contrast uses the baseline cells (remedy ``none``) only; runs with
+remedies add the remedy table of :mod:`mtl_bench.remedy_report`, whose
+interventions speak to the explanations directly.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import pandas as pd
 from scipy import stats
 
 from mtl_bench import io
+from mtl_bench import remedy_report
 from mtl_bench.errors import UserInputError
-from mtl_bench.summary import headline_metric, per_seed_transfer
+from mtl_bench.summary import BASELINE_REMEDY, headline_metric, per_seed_transfer, with_remedy
 
 SPLIT = "validation"
 # Columns of the unit table that are values, not identifiers of the unit's cell.
@@ -87,7 +92,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
             if c not in variant_columns:
                 variant_columns.append(c)
         for frames, name in ((metrics, "metrics.csv"), (probe, "probe.csv"), (retention, "retention.csv")):
-            frame = _read(run_dir, name)
+            frame = with_remedy(_read(run_dir, name))
             if not frame.empty:
                 frames.append(frame.assign(run=str(run_dir)))
     cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
@@ -103,6 +108,9 @@ def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFram
 def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
     """One row per joint-run task and seed: its transfer and every available measure."""
     unit = ["run", "suite", *variant_columns, "arch", "seed", "task"]
+    metrics, probe, retention = (
+        f[f["remedy"] == BASELINE_REMEDY] if not f.empty and "remedy" in f else f for f in (metrics, probe, retention)
+    )
     # Per run, so that identical cells of two runs are never paired with each other's single-task values.
     transfer = pd.concat([per_seed_transfer(g, variant_columns) for _, g in metrics.groupby("run", sort=False)])
     headline = {t: headline_metric(set(g["metric"])) for t, g in transfer.groupby("task")}
@@ -151,6 +159,8 @@ class Contrast:
     table: pd.DataFrame
     verdict: str
     n_units: int
+    remedies: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    remedy_verdict: str = ""
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -249,20 +259,25 @@ def task_table(units: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFr
 
 
 def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast]:
-    """The per-task table and the contrast for a set of run directories."""
+    """The per-task table and the contrast (with the remedy table, when the runs have remedies)."""
     metrics, probe, retention, variant_columns = load_runs(run_dirs)
     units = unit_table(metrics, probe, retention, variant_columns)
     if units.empty:
         raise UserInputError("the runs have no joint-regime results to report on (run with --regime including joint)")
-    return task_table(units, variant_columns), contrast(units)
+    result = contrast(units)
+    result.remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
+    result.remedy_verdict = remedy_report.remedy_verdict(result.remedies)
+    return task_table(units, variant_columns), result
 
 
 def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast, Path]:
-    """Builds the report and writes report.csv, contrast.csv and report.md into the first run directory."""
+    """Builds the report; writes report.csv, contrast.csv, remedies.csv (with remedies) and report.md into the first run directory."""
     tasks, result = build_report(run_dirs)
     out = Path(run_dirs[0])
     io.write_csv(out / "report.csv", tasks)
     io.write_csv(out / "contrast.csv", result.table)
+    if not result.remedies.empty:
+        io.write_csv(out / "remedies.csv", result.remedies)
     md = [
         "# mtl-bench report",
         "",
@@ -281,6 +296,20 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         result.verdict,
         "",
     ]
+    if not result.remedies.empty:
+        md += [
+            "## Remedies: paired changes vs the baselines (validation split)",
+            "",
+            "Δm change > 0 is less negative transfer; `helps` when its 95% CI lies above 0. "
+            "`update_conflict` is the share of probe events where the applied update raises a task's loss.",
+            "",
+            _markdown(result.remedies),
+            "",
+            "## What the interventions say",
+            "",
+            result.remedy_verdict,
+            "",
+        ]
     io.write_text(out / "report.md", "\n".join(md))
     return tasks, result, out
 

@@ -41,6 +41,7 @@ from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.regimes import REGIMES, SINGLE_ARCH, Job, order_label
+from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
 from mtl_bench.spec import SuiteData
 from mtl_bench.summary import summarize
 from mtl_bench.tasks import SUITES
@@ -58,15 +59,19 @@ class Cell:
     regime: str
     order: tuple[str, ...]
     seed: int
+    remedy: str = BASELINE
 
     @property
     def key(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.variant] + [self.arch, self.regime, order_label(self.order), f"s{self.seed}"]
+        # The baseline adds nothing to the key, so runs from before remedies existed still resume.
+        remedy = [] if self.remedy == BASELINE else [self.remedy]
+        parts = [f"{k}={v}" for k, v in self.variant] + [self.arch, self.regime, *remedy, order_label(self.order), f"s{self.seed}"]
         return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts).replace(">", "+"))
 
     def describe(self) -> str:
         variant = " ".join(f"{k}={v}" for k, v in self.variant)
-        return f"{variant} {self.arch} {self.regime} {order_label(self.order)} seed={self.seed}".strip()
+        remedy = "" if self.remedy == BASELINE else f" {self.remedy}"
+        return f"{variant} {self.arch} {self.regime}{remedy} {order_label(self.order)} seed={self.seed}".strip()
 
 
 @dataclasses.dataclass
@@ -109,6 +114,10 @@ def load_suite(config: RunConfig, variant: tuple[tuple[str, Any], ...], seed: in
         data = loader(seed=seed, **dict(variant))
     except TypeError as err:
         raise UserInputError(f"suite {config.suite!r}: {err}") from None
+    if config.task_weights:
+        data = data.with_tasks(
+            tuple(dataclasses.replace(t, weight=float(config.task_weights.get(t.name, t.weight))) for t in data.tasks)
+        )
     if config.max_train_rows or config.max_eval_rows:
         cut = lambda split, n: split.take(slice(0, n)) if n else split  # noqa: E731
         data = dataclasses.replace(
@@ -136,12 +145,16 @@ def plan(config: RunConfig) -> Plan:
     for arch in config.arch_params:
         if arch not in ARCHITECTURES:
             raise UserInputError(f"arch_params names unknown architecture {arch!r}; valid: {sorted(ARCHITECTURES)}")
+    for remedy in config.remedies:
+        if remedy not in REMEDIES:
+            raise UserInputError(f"unknown remedy {remedy!r}; valid remedies: {sorted(REMEDIES)}")
     cells: list[Cell] = []
     variant_columns: list[str] = []
     notes: list[str] = []
     for variant in _variants(config):
         data = load_suite(config, variant, config.first_seed)
         _check_arch_params(config, data)
+        remedies = _remedies(config, data, notes)
         for column in data.variant:
             if column not in variant_columns:
                 variant_columns.append(column)
@@ -156,10 +169,50 @@ def plan(config: RunConfig) -> Plan:
             for regime_name in sorted(config.regimes, key=list(REGIMES).index):
                 regime = REGIMES[regime_name]
                 archs = config.archs if regime.uses_arch or config.single_baseline == "same_arch" else [SINGLE_ARCH]
-                for arch in archs:
-                    for order in regime.orders(names, config.orders):
-                        cells.append(Cell(variant, arch, regime_name, order, seed))
+                for remedy in remedies:
+                    if regime_name not in REMEDIES[remedy].regimes:
+                        continue
+                    for arch in archs:
+                        for order in regime.orders(names, config.orders):
+                            cells.append(Cell(variant, arch, regime_name, order, seed, remedy))
     return Plan(config, cells, variant_columns, notes)
+
+
+def _remedies(config: RunConfig, data: SuiteData, notes: list[str]) -> list[str]:
+    """The remedies to run on one suite variant: the configured ones plus the baselines every comparison needs.
+
+    Checks ``task_weights`` names and each remedy's parameters (by building it) first.
+    """
+    names = [t.name for t in data.tasks]
+    unknown = sorted(set(config.task_weights) - set(names))
+    if unknown:
+        raise UserInputError(f"task_weights names unknown task(s) {unknown}; tasks: {names}")
+    for name, params in config.remedy_params.items():
+        if name not in REMEDIES:
+            raise UserInputError(f"remedy_params names unknown remedy {name!r}; valid remedies: {sorted(REMEDIES)}")
+        remedy = REMEDIES[name]
+        valid = remedy.parameters()
+        bad = sorted(set(params) - set(valid))
+        if bad:
+            raise UserInputError(f"remedy_params for {name!r}: unknown parameter(s) {bad}; valid: {valid}")
+        try:
+            remedy.build(params)
+        except (TypeError, ValueError) as err:
+            raise UserInputError(f"remedy_params for {name!r}: {str(err).splitlines()[0]}") from None
+    remedies = list(config.remedies)
+    if BASELINE not in remedies:
+        remedies.insert(0, BASELINE)
+        _note(notes, f"remedy {BASELINE!r} (the static-weight baseline) is always run")
+    others = [r for r in remedies if r not in (BASELINE, EQUAL)]
+    if others and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
+        remedies.insert(1, EQUAL)
+        _note(notes, f"remedy {EQUAL!r} (the equal-weight baseline) is run because the static weights are not all 1")
+    return sorted(remedies, key=list(REMEDIES).index)
+
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
 
 
 def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
@@ -382,6 +435,8 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
         seed=cell.seed,
         config=config,
         name=cell.key,
+        remedy=REMEDIES[cell.remedy],
+        remedy_params=dict(config.remedy_params.get(cell.remedy, {})),
     )
     try:
         result = regime.run(job)
@@ -390,7 +445,7 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
     finally:
         keras.backend.clear_session(free_memory=True)
     head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
-            "order": order_label(cell.order), "seed": cell.seed}
+            "remedy": cell.remedy, "order": order_label(cell.order), "seed": cell.seed}
     # The metrics file is written last: its presence marks the cell as committed.
     for stem, rows in sorted(result.frames().items(), key=lambda kv: kv[0] == "metrics"):
         if not rows and stem != "metrics":

@@ -12,7 +12,8 @@ from mtl_bench.regimes import SINGLE_ARCH
 
 SINGLE_REGIME = "single"
 
-CELL_COLUMNS = ["arch", "regime", "order", "seed"]
+CELL_COLUMNS = ["arch", "regime", "remedy", "order", "seed"]
+BASELINE_REMEDY = "none"
 SUMMARY_STATS = ["mean", "ci_low", "ci_high", "n", "transfer", "transfer_ci_low", "transfer_ci_high"]
 DELTA_M = "delta_m"
 ALL_TASKS = "all"
@@ -23,8 +24,19 @@ def headline_metric(metrics: Sequence[str]) -> str:
     return "auc" if "auc" in metrics else "mse"
 
 
+def with_remedy(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``remedy`` column (``"none"`` for results of runs made before remedies existed)."""
+    if frame.empty or "remedy" in frame.columns:
+        return frame
+    position = list(frame.columns).index("regime") + 1 if "regime" in frame.columns else len(frame.columns)
+    frame = frame.copy()
+    frame.insert(position, "remedy", BASELINE_REMEDY)
+    return frame
+
+
 def final_results(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
     """Rows of each cell's final evaluation after its last phase."""
+    metrics = with_remedy(metrics)
     final = metrics[metrics["stage"] == "final"]
     cell = ["suite", *variant_columns, *CELL_COLUMNS]
     last = final.groupby(cell, dropna=False)["phase"].transform("max")
@@ -36,11 +48,13 @@ def per_seed_transfer(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> 
 
     The single-task value is the same seed's, from the same architecture's
     single-task run when the run has one, else from the one-tower ``single_task``
-    model. ``transfer`` is direction-aware: negative means negative transfer.
+    model; every remedy is compared with the same single-task value (a single
+    task has nothing to remedy). ``transfer`` is direction-aware: negative means
+    negative transfer.
     """
     final = final_results(metrics, list(variant_columns))
     match = ["suite", *variant_columns, "task", "split", "metric", "seed"]
-    singles = final[final["regime"] == SINGLE_REGIME]
+    singles = final[(final["regime"] == SINGLE_REGIME) & (final["remedy"] == BASELINE_REMEDY)]
     same_arch = singles[match + ["arch", "value"]].rename(columns={"value": "same_arch"})
     tower = singles[singles["arch"] == SINGLE_ARCH][match + ["value"]].rename(columns={"value": "tower"})
     merged = final.merge(same_arch, on=match + ["arch"], how="left").merge(tower, on=match, how="left")
@@ -60,7 +74,7 @@ def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataF
     relative change of each task's headline metric vs single-task.
     """
     variant_columns = list(variant_columns)
-    keys = ["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"]
+    keys = ["suite", *variant_columns, "arch", "regime", "remedy", "order", "task", "split", "metric"]
     merged = per_seed_transfer(metrics, variant_columns)
     rows = []
     for key, group in merged.groupby(keys, sort=False, dropna=False):
@@ -76,18 +90,18 @@ def _delta_m(merged: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
     headline = multi.groupby("task")["metric"].agg(lambda m: headline_metric(set(m)))
     multi = multi[multi["metric"] == multi["task"].map(headline)]
     if multi.empty:
-        return pd.DataFrame(columns=["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"] + SUMMARY_STATS)
+        return pd.DataFrame(columns=["suite", *variant_columns, "arch", "regime", "remedy", "order", "task", "split", "metric"] + SUMMARY_STATS)
     multi = multi.assign(
         rel=[metrics_lib.relative_transfer(m, v, s) for m, v, s in zip(multi["metric"], multi["value"], multi["single"])]
     )
-    per_seed = multi.groupby(["suite", *variant_columns, "arch", "regime", "order", "split", "seed"], dropna=False)["rel"].mean()
+    per_seed = multi.groupby(["suite", *variant_columns, "arch", "regime", "remedy", "order", "split", "seed"], dropna=False)["rel"].mean()
     rows = []
     for key, values in per_seed.groupby(level=list(range(per_seed.index.nlevels - 1)), sort=False, dropna=False):
         mean, lo, hi, n = metrics_lib.mean_ci(values.tolist())
         *head, split = key
         rows.append((*head, ALL_TASKS, split, DELTA_M, mean, lo, hi, n, np.nan, np.nan, np.nan))
     return pd.DataFrame(
-        rows, columns=["suite", *variant_columns, "arch", "regime", "order", "task", "split", "metric"] + SUMMARY_STATS
+        rows, columns=["suite", *variant_columns, "arch", "regime", "remedy", "order", "task", "split", "metric"] + SUMMARY_STATS
     )
 
 
@@ -110,7 +124,7 @@ def format_table(summary: pd.DataFrame, variant_columns: Sequence[str], split: s
         cell=keep.apply(cell, axis=1),
         column=[f"{t} {m}" if t != ALL_TASKS else "Δm %" for t, m in zip(keep["task"], keep["metric"])],
     )
-    index = [*variant_columns, "arch", "regime", "order"]
+    index = [*variant_columns, "arch", "regime", "remedy", "order"]
     table = keep.pivot_table(index=index, columns="column", values="cell", aggfunc="first", sort=False)
     table.columns.name = None
     return table.to_string()

@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from mtl_bench import data as data_lib
 from mtl_bench import metrics as metrics_lib
+from mtl_bench.combination import LossCombination, Static
+from mtl_bench.forgetting import ForgettingAid
 from mtl_bench.spec import Split, Task
 
 PREDICT_BATCH = 8192
@@ -57,6 +59,8 @@ def _predict_fn(model: keras.Model):
     fn = getattr(model, "_mtl_bench_predict", None)
     if fn is None:
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
+        # Splits of different lengths (forgetting remedies predict the training split too) trace anew once each.
+        fn._omit_frequent_tracing_warning = True
         model._mtl_bench_predict = fn
     return fn
 
@@ -70,16 +74,25 @@ def evaluate(
 
 
 class Trainer:
-    """Trains ``model`` on ``tasks`` (weighted sum of their losses) over ``variables``.
+    """Trains ``model`` on ``tasks`` over ``variables``, combining the task losses with ``combination``.
 
     Args:
         model: A model mapping a feature dict to ``{task_name: prediction}``.
         tasks: The tasks whose losses are optimised.
         learning_rate: Adam learning rate.
         variables: Variables to update; default all trainable variables.
-        loss_weights: Per-task weight; default each task's ``weight``.
+        loss_weights: Per-task static weight; default each task's ``weight``.
+        combination: How the task losses (and, for gradient methods, their
+            gradients on the shared variables) become one update; default
+            :class:`~mtl_bench.combination.Static`, the weighted sum. It is
+            built here, with ``loss_weights`` and ``seed``.
+        aid: A forgetting remedy already bound to this run
+            (:meth:`~mtl_bench.forgetting.ForgettingAid.bind`); its loss joins
+            the objective of every step.
+        seed: Seeds the combination's per-step randomness (PCGrad's task order).
         jit_compile: Compile the training step with XLA: faster steps, but a
             compile of about 2 s per model, which short runs do not win back.
+            Not with CAGrad (its inner solver runs in numpy).
     """
 
     def __init__(
@@ -90,6 +103,9 @@ class Trainer:
         learning_rate: float,
         variables: Sequence[keras.Variable] | None = None,
         loss_weights: dict[str, float] | None = None,
+        combination: LossCombination | None = None,
+        aid: ForgettingAid | None = None,
+        seed: int = 0,
         jit_compile: bool = False,
     ) -> None:
         if not tasks:
@@ -100,6 +116,9 @@ class Trainer:
         self._variables = list(variables) if variables is not None else None
         weights = loss_weights or {t.name: t.weight for t in self.tasks}
         self.loss_weights = [float(weights[t.name]) for t in self.tasks]
+        self.combination = combination if combination is not None else Static()
+        self.combination.build(self.tasks, self.loss_weights, seed)
+        self.aid = aid if aid is not None and aid.active else None
         self._loss_fns = [t.loss_fn() for t in self.tasks]
         self.optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
         self._run_steps = None
@@ -107,14 +126,31 @@ class Trainer:
 
     @property
     def variables(self) -> list[keras.Variable]:
-        return self._variables if self._variables is not None else list(self.model.trainable_variables)
+        model_vars = self._variables if self._variables is not None else list(self.model.trainable_variables)
+        return model_vars + list(self.combination.variables)
 
     def task_losses(self, x: dict[str, tf.Tensor], y: dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
         """Vector of per-task mean losses on one batch (differentiable)."""
-        pred = self.model(x, training=training)
-        return tf.stack(
-            [fn(tf.expand_dims(y[t.name], -1), pred[t.name]) for t, fn in zip(self.tasks, self._loss_fns)]
-        )
+        return self._losses(self.model(x, training=training), y)
+
+    def _losses(self, pred: dict[str, tf.Tensor], y: dict[str, tf.Tensor]) -> tf.Tensor:
+        return tf.stack(self._each_loss(pred, y))
+
+    def _each_loss(self, pred: dict[str, tf.Tensor], y: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        return [fn(tf.expand_dims(y[t.name], -1), pred[t.name]) for t, fn in zip(self.tasks, self._loss_fns)]
+
+    def _gram_split(self, variables: list) -> tuple[list[int], list[int]]:
+        """Positions of the shared variables (combined by the Gram method) and of the rest."""
+        if not self.combination.needs_gram or len(self.tasks) < 2:
+            return [], list(range(len(variables)))
+        shared = {id(v) for v in getattr(self.model, "shared_variables", [])}
+        if not shared:
+            raise ValueError(
+                f"Trainer: {type(self.combination).__name__} needs a model with shared_variables. "
+                f"Received: {type(self.model).__name__}"
+            )
+        inside = [k for k, v in enumerate(variables) if id(v) in shared]
+        return inside, [k for k in range(len(variables)) if k not in set(inside)]
 
     def _build(self, sample: Split) -> None:
         if not self.model.built or not self.model.trainable_variables:
@@ -123,27 +159,58 @@ class Trainer:
         if not variables:
             raise ValueError("Trainer: the model has no trainable variables to train")
         self.optimizer.build(variables)
-        weights = tf.constant(self.loss_weights, tf.float32)
+        combination, aid, model = self.combination, self.aid, self.model
+        shared_pos, rest_pos = self._gram_split(variables)
+        shared_vars = [variables[k] for k in shared_pos]
+        rest_vars = [variables[k] for k in rest_pos]
+        zero = tf.UnconnectedGradients.ZERO
 
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                losses = self.task_losses(x, y)
-                total = tf.reduce_sum(weights * losses)
-            grads = tape.gradient(total, variables)
+        def step(x, y, rows, anchor_x, global_step):
+            with tf.GradientTape(persistent=bool(shared_pos)) as tape:
+                pred = model(x, training=True)
+                each = self._each_loss(pred, y)
+                losses = tf.stack(each)
+                total = combination.objective(losses)
+                extra = None
+                if aid is not None:
+                    anchor_pred = model(anchor_x, training=True) if aid.needs_anchor else None
+                    extra = aid.loss(pred, rows, anchor_pred)
+                    total = total + extra
+            if not shared_pos:
+                grads = tape.gradient(total, variables, unconnected_gradients=zero)
+            else:
+                per_task = [tape.gradient(loss, shared_vars, unconnected_gradients=zero) for loss in each]
+                flat = tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in per_task])
+                coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step)
+                combined = [sum(coef[k] * per_task[k][n] for k in range(len(self.tasks))) for n in range(len(shared_vars))]
+                if extra is not None:
+                    combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_vars, unconnected_gradients=zero))]
+                rest = tape.gradient(total, rest_vars, unconnected_gradients=zero) if rest_vars else []
+                grads = [None] * len(variables)
+                for k, g in zip(shared_pos, combined):
+                    grads[k] = g
+                for k, g in zip(rest_pos, rest):
+                    grads[k] = g
+                del tape
             self.optimizer.apply(grads, variables)
             return losses
 
         if self.jit_compile:
             step = tf.function(step, jit_compile=True)
 
-        def run_steps(features, labels, batches, start, count):
+        def run_steps(features, labels, rows, batches, start, count, first_step):
             """Steps on ``batches[start : start + count]``; returns each step's per-task losses, (count, T)."""
+            num_batches = tf.shape(batches)[0]
 
             def body(i, losses):
                 index = batches[i]
                 x = {k: tf.gather(v, index) for k, v in features.items()}
                 y = {k: tf.gather(v, index) for k, v in labels.items()}
-                return i + 1, losses.write(i - start, step(x, y))
+                # The anchor batch is the epoch's next batch: other rows, drawn by the same permutation.
+                anchor = batches[(i + 1) % num_batches]
+                r = {k: tf.gather(v, anchor if k.startswith("anchor_") else index) for k, v in rows.items()}
+                anchor_x = {k: tf.gather(v, anchor) for k, v in features.items()} if aid is not None and aid.needs_anchor else None
+                return i + 1, losses.write(i - start, step(x, y, r, anchor_x, first_step + tf.cast(i - start, tf.int64)))
 
             _, losses = tf.while_loop(
                 lambda i, _: i < start + count, body, (start, tf.TensorArray(tf.float32, size=count))
@@ -196,6 +263,7 @@ class Trainer:
         spe = data_lib.steps_per_epoch(train, batch_size)
         chunk = steps_per_call or spe
         features, labels = data_lib.resident(train, names)
+        rows = self.aid.resident() if self.aid is not None else {}
         rng = np.random.default_rng(seed)
         cb = keras.callbacks.CallbackList(list(callbacks), model=self.model)
         cb.on_train_begin()
@@ -203,6 +271,8 @@ class Trainer:
         best, best_epoch, best_weights, since_best, step = np.inf, 0, None, 0, 0
         for epoch in range(1, epochs + 1):
             cb.on_epoch_begin(epoch - 1)
+            if self.aid is not None:
+                self.aid.on_epoch_begin(epoch)
             # The whole epoch goes in at once (one shape, one trace); chunks are index ranges of it.
             batches = data_lib.epoch_batches(len(train), batch_size, rng)
             epoch_tensor = tf.constant(batches)
@@ -211,7 +281,9 @@ class Trainer:
             while start < len(batches):
                 # Chunks end on global multiples of ``chunk``, so callbacks see steps chunk, 2·chunk, ...
                 n = min(chunk - step % chunk, len(batches) - start)
-                step_losses = self._run_steps(features, labels, epoch_tensor, tf.constant(start), tf.constant(n)).numpy()
+                step_losses = self._run_steps(
+                    features, labels, rows, epoch_tensor, tf.constant(start), tf.constant(n), tf.constant(step, tf.int64)
+                ).numpy()
                 start += n
                 # Summed here, step by step, so the logged loss does not depend on how steps are chunked.
                 mean_losses = step_losses.astype(np.float64).mean(axis=0)

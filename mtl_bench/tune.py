@@ -164,8 +164,8 @@ def loss_weight_space(tasks: Sequence[Task]) -> dict[str, Param]:
     """Loss weights of every task but the first (whose weight 1 fixes the scale).
 
     Opt-in: name a ``loss_weight.<task>`` in the ``[common]`` table of a space file.
-    ``config.toml`` cannot carry loss weights (RunConfig has no field for them), so
-    they are reported in ``best.json`` only.
+    The best trial's weights become ``task_weights`` of the written ``config.toml``,
+    the tuned static-weight baseline (remedy ``none``) of ``mtl-bench run``.
     """
     return {f"{LOSS_WEIGHT}{t.name}": _range(0.25, 4.0, log=True) for t in tasks[1:]}
 
@@ -586,8 +586,9 @@ class TuneResult:
 
 
 def _best_config(setup: StudySetup, params: dict[str, Any], seeds: int) -> RunConfig:
-    training, ctor, _ = _split_params(setup.arch, params)
+    training, ctor, weights = _split_params(setup.arch, params)
     fixed = {k: p.value for k, p in setup.space.items() if p.fixed}
+    weights = {**{k[len(LOSS_WEIGHT):]: float(v) for k, v in fixed.items() if k.startswith(LOSS_WEIGHT)}, **weights}
     training = {**{k: v for k, v in fixed.items() if k in TRAINING_PARAMS}, **training}
     ctor = {**{k: v for k, v in fixed.items() if k not in TRAINING_PARAMS and not k.startswith(LOSS_WEIGHT)}, **ctor}
     single = setup.regime == REGIMES["single"].name
@@ -600,6 +601,7 @@ def _best_config(setup: StudySetup, params: dict[str, Any], seeds: int) -> RunCo
         arch_params={setup.arch: ctor},
         seeds=seeds,
         single_baseline="single_task" if single else setup.config.single_baseline,
+        task_weights={**setup.config.task_weights, **weights},
         **training,
     )
 
@@ -684,13 +686,8 @@ def _report(setup: StudySetup, study: optuna.Study, out: Path, retrain_seeds: in
         best_params, best_values = dict(best.params), list(best.values)
         best_scores = dict(best.user_attrs.get("scores") or {})
         config = _best_config(setup, best_params, retrain_seeds)
-        weights = {k: v for k, v in best_params.items() if k.startswith(LOSS_WEIGHT)}
-        header = ""
-        if weights:
-            header = f"# tuned loss weights (not part of RunConfig; see best.json): {weights}\n"
-            notes.append("config.toml cannot carry tuned loss weights; they are in best.json only")
         config_path = out / "config.toml"
-        io.write_text(config_path, header + config.to_toml())
+        io.write_text(config_path, config.to_toml())
         io.write_json(out / "best.json", {
             "study": setup.study_name, "storage": setup.storage, "arch": setup.arch, "regime": setup.regime,
             "objective": setup.objective, "trial": best.number, "values": best_values, "params": best_params,

@@ -1,0 +1,194 @@
+"""The contrast grid: every remedy for one epoch on a small slice, its files, planning and the report's table."""
+
+import pandas as pd
+import pytest
+
+from mtl_bench import cli, report, runner
+from mtl_bench.config import RunConfig
+from mtl_bench.errors import UserInputError
+from mtl_bench.remedies import REMEDIES
+from mtl_bench.remedy_report import remedy_table, remedy_verdict
+
+ALL = list(REMEDIES)
+
+
+def _small(**kw) -> RunConfig:
+    base = dict(
+        suite="synthetic",
+        suite_params={"correlation": 0.5, "train_rows": 512, "validation_rows": 256, "test_rows": 256},
+        archs=["mmoe"],
+        seeds=2,
+        epochs=2,
+        batch_size=128,
+        probe_every=2,
+        jobs=1,
+        remedies=ALL,
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _expected_cells(config: RunConfig, orders: int = 2) -> int:
+    per_seed = 0
+    for regime in config.regimes:
+        n_orders = orders if regime == "sequential" else 1
+        per_seed += sum(n_orders * len(config.archs) for r in config.remedies if regime in REMEDIES[r].regimes)
+    return per_seed * config.seeds
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid") / "run"
+    return runner.run(_small(), out=out, in_process=True, progress=None)
+
+
+def test_every_remedy_runs_where_it_applies(grid):
+    manifest = runner.io.read_json(grid / "manifest.json")
+    assert manifest["status"] == "complete", manifest["reason"]
+    assert len(manifest["cells"]) == _expected_cells(_small())
+    metrics = pd.read_csv(grid / "metrics.csv")
+    seen = set(zip(metrics["regime"], metrics["remedy"]))
+    expected = {(g, r) for r, rem in REMEDIES.items() for g in rem.regimes}
+    assert seen == expected
+    for name in ("metrics", "summary", "probe", "retention"):
+        assert "remedy" in pd.read_csv(grid / f"{name}.csv").columns, name
+
+
+def test_update_conflict_follows_the_gram_of_the_probe(grid):
+    probe = pd.read_csv(grid / "probe.csv")
+    update = probe[probe["measure"] == "update_conflict"]
+    assert set(update["remedy"]) == {r for r, rem in REMEDIES.items() if "joint" in rem.regimes}
+    assert set(update["regime"]) == {"joint"}  # sequential phases train one task: no combination to probe
+    cos = probe[probe["measure"] == "update_cosine"].set_index(["remedy", "seed", "step", "task_i"])["value"]
+    flags = update.set_index(["remedy", "seed", "step", "task_i"])["value"]
+    pd.testing.assert_series_equal((cos < 0).astype(float), flags, check_names=False)
+    # PCGrad's update never raises a task's loss to first order (two tasks): its update conflict is 0.
+    assert update[update["remedy"] == "pcgrad"]["value"].max() == 0.0
+
+
+def test_single_baseline_is_shared_by_every_remedy(grid):
+    summary = pd.read_csv(grid / "summary.csv")
+    multi = summary[(summary["regime"] != "single") & (summary["task"] != "all")]
+    assert multi["transfer"].notna().all()
+    assert set(summary[summary["regime"] == "single"]["remedy"]) == {"none"}
+
+
+def test_remedy_table_pairs_cells_with_the_baselines(grid):
+    metrics, probe, retention, variants = report.load_runs([grid])
+    table = remedy_table(metrics, probe, retention, variants)
+    joint = table[table["regime"] == "joint"]
+    # The synthetic tasks have weight 1, so "equal" runs only because it was asked for, and is a baseline.
+    assert set(joint["baseline"]) == {"none", "equal"}
+    assert set(joint[joint["baseline"] == "none"]["remedy"]) == {"equal", "uncertainty", "pcgrad", "gradvac", "cagrad",
+                                                                 "distill", "kl-anchor"}
+    assert (joint["n"] == 2).all()  # two seeds, one variant, one arch
+    seq = table[table["regime"] == "sequential"]
+    assert set(seq["remedy"]) == {"replay", "distill", "kl-anchor"} and (seq["n"] == 4).all()  # 2 seeds x 2 orders
+    # Independent recomputation of one row: pcgrad vs none, Δm from the summary's per-cell values.
+    final = metrics[(metrics["stage"] == "final") & (metrics["split"] == "validation") & (metrics["metric"] == "mse")]
+    single = final[final["regime"] == "single"].set_index(["seed", "task"])["value"]
+    rel = lambda g: (100 * (single.loc[list(zip(g.seed, g.task))].to_numpy() - g.value.to_numpy())  # noqa: E731
+                     / single.loc[list(zip(g.seed, g.task))].abs().to_numpy())
+    dm = {}
+    for remedy in ("none", "pcgrad"):
+        cells = final[(final["regime"] == "joint") & (final["remedy"] == remedy)]
+        dm[remedy] = cells.assign(rel=rel(cells)).groupby("seed")["rel"].mean()
+    row = joint[(joint["remedy"] == "pcgrad") & (joint["baseline"] == "none")].iloc[0]
+    assert row["delta_m_change"] == pytest.approx((dm["pcgrad"] - dm["none"]).mean())
+    assert row["helps"] == (row["ci_low"] > 0)
+
+
+def test_report_writes_the_remedy_table_and_its_reading(grid):
+    _, result, out = report.write_report([grid])
+    written = pd.read_csv(out / "remedies.csv")
+    assert len(written) == len(result.remedies) > 0
+    text = (out / "report.md").read_text()
+    assert "## Remedies" in text and "## What the interventions say" in text
+    for remedy in ("pcgrad", "gradvac", "cagrad", "distill", "kl-anchor", "replay"):
+        assert f", {remedy}:" in result.remedy_verdict
+
+
+def _row(**kw):
+    base = dict(regime="joint", remedy="pcgrad", family="conflict", baseline="none", n=5, delta_m_change=0.0,
+                ci_low=-1.0, ci_high=1.0, helps=False, conflict_rate_change=0.0, cosine_change=0.0,
+                update_conflict_change=0.0, forgetting_rate_change=0.0, affinity_change=0.0,
+                sequential_forgetting_change=float("nan"), output_drift_change=float("nan"), baseline_update_conflict=0.3)
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    "row, phrase",
+    [
+        (_row(update_conflict_change=-0.3, ci_low=-2.0, ci_high=-0.5), "evidence against gradient conflict"),
+        (_row(update_conflict_change=-0.3), "no support for gradient conflict"),
+        (_row(update_conflict_change=-0.3, ci_low=0.5, ci_high=2.0, helps=True), "evidence for gradient conflict"),
+        (_row(baseline_update_conflict=0.0), "no conflict to remove"),
+        (_row(remedy="distill", family="forgetting", forgetting_rate_change=-0.01, ci_low=0.1, ci_high=3.0, helps=True),
+         "evidence for forgetting"),
+        (_row(ci_low=float("nan"), ci_high=float("nan"), n=1), "too few paired seeds"),
+    ],
+)
+def test_verdict_reading(row, phrase):
+    assert phrase in remedy_verdict(pd.DataFrame([row]))
+
+
+def test_a_remedy_helps_only_against_every_baseline():
+    rows = [_row(ci_low=0.5, ci_high=2.0, helps=True, update_conflict_change=-0.2),
+            _row(baseline="equal", ci_low=-0.5, ci_high=2.0, helps=False, update_conflict_change=-0.2)]
+    assert "evidence for" not in remedy_verdict(pd.DataFrame(rows))
+
+
+def test_plan_adds_the_baselines():
+    weighted = _small(remedies=["pcgrad"], task_weights={"task1": 2.0})
+    the_plan = runner.plan(weighted)
+    assert {c.remedy for c in the_plan.cells} == {"none", "equal", "pcgrad"}
+    assert any("equal-weight baseline" in n for n in the_plan.notes)
+    unweighted = runner.plan(_small(remedies=["replay"], regimes=["joint", "sequential"]))
+    assert {(c.regime, c.remedy) for c in unweighted.cells} == {("joint", "none"), ("sequential", "none"), ("sequential", "replay")}
+
+
+def test_task_weights_reach_the_tasks():
+    data = runner.load_suite(_small(task_weights={"task2": 3.0}), (("correlation", 0.5),), 0)
+    assert [t.weight for t in data.tasks] == [1.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        (dict(remedies=["pcgrad", "nope"]), "unknown remedy 'nope'; valid remedies:"),
+        (dict(remedy_params={"replay": {"size": 3}}), "unknown parameter(s) ['size']; valid: ['share', 'weight']"),
+        (dict(remedy_params={"replay": {"share": 2.0}}), "remedy_params for 'replay': Replay: share must be in (0, 1]"),
+        (dict(remedy_params={"nope": {}}), "remedy_params names unknown remedy 'nope'"),
+        (dict(task_weights={"task9": 1.0}), "task_weights names unknown task(s) ['task9']"),
+    ],
+)
+def test_bad_remedy_config_writes_nothing(tmp_path, kw, needle):
+    out = tmp_path / "run"
+    with pytest.raises(UserInputError) as err:
+        runner.run(_small(**kw), out=out, in_process=True, progress=None)
+    assert needle in str(err.value)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(task_weights={"task1": -1.0}), dict(remedies=["pcgrad", "pcgrad"]), dict(remedy_params={"replay": 3})],
+)
+def test_bad_remedy_values_fail_at_once(kw):
+    with pytest.raises(UserInputError, match="Received"):
+        _small(**kw)
+
+
+def test_cli_unknown_remedy_exits_2(tmp_path, capsys):
+    code = cli.main(["run", "--remedy", "pcgrad,magic", "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown remedy 'magic'" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_remedy_and_task_weight_reach_the_config():
+    args = cli._build_parser().parse_args(["run", "--remedy", "pcgrad,replay", "--task-weight", "task2=2.5"])
+    config = cli._run_config(args)
+    assert config.remedies == ["pcgrad", "replay"] and config.task_weights == {"task2": 2.5}
