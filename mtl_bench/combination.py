@@ -43,6 +43,7 @@ class LossCombination:
 
     name: str = ""
     needs_gram: bool = False
+    jit_compatible: bool = True
 
     def __init__(self) -> None:
         self.weights: tf.Tensor | None = None
@@ -256,6 +257,7 @@ class CAGrad(LossCombination):
 
     name = "cagrad"
     needs_gram = True
+    jit_compatible = False  # the inner solver runs in numpy
 
     def __init__(self, alpha: float = 0.5) -> None:
         super().__init__()

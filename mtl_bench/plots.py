@@ -26,7 +26,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from scipy import stats
 
-from mtl_bench.summary import ALL_TASKS, SINGLE_REGIME, headline_metric
+from mtl_bench.summary import ALL_TASKS, BASELINE_REMEDY, SINGLE_REGIME, headline_metric, with_remedy
 
 SPLIT = "validation"
 SHARED_WEIGHTS = "(shared weights)"
@@ -477,6 +477,46 @@ def _expert_index(name: object) -> tuple[int, str]:
     return (int(digits) if digits else -1, str(name))
 
 
+def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> Figure:
+    """Each remedy's paired change in Δm vs ``baseline`` with its 95% CI, beside the change in its target measure.
+
+    Args:
+        table: :func:`mtl_bench.remedy_report.remedy_table`.
+        baseline: The baseline the changes are taken against.
+    """
+    rows = table[table["baseline"] == baseline].reset_index(drop=True) if not table.empty else table
+    fig = _figure(11, 0.45 * max(len(rows), 4) + 1.6)
+    if rows.empty:
+        return _empty(fig, f"no remedy was compared with {baseline!r}")
+    left, right = fig.subplots(1, 2, sharey=True)
+    families = _styles(list(dict.fromkeys(rows["family"])), COLORS)
+    y = np.arange(len(rows))[::-1]
+    labels = [f"{r.regime}: {r.remedy}" for r in rows.itertuples()]
+    for k, r in enumerate(rows.itertuples()):
+        color = families[r.family]
+        lo = r.delta_m_change - r.ci_low if np.isfinite(r.ci_low) else 0.0
+        hi = r.ci_high - r.delta_m_change if np.isfinite(r.ci_high) else 0.0
+        left.errorbar(r.delta_m_change, y[k], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+        # The measure the remedy targets: the update's conflict for conflict remedies, forgetting otherwise.
+        column = "update_conflict_change" if r.family == "conflict" else (
+            "sequential_forgetting_change" if r.regime == "sequential" else "forgetting_rate_change")
+        value = getattr(r, column)
+        if np.isfinite(value):
+            right.barh(y[k], value, color=color, alpha=0.7)
+            right.annotate(column.removesuffix("_change"), (value, y[k]), fontsize=7, va="center",
+                           xytext=(3 if value >= 0 else -3, 0), textcoords="offset points",
+                           ha="left" if value >= 0 else "right")
+    for ax in (left, right):
+        ax.axvline(0, color="black", linewidth=0.8)
+    left.set_yticks(y, labels)
+    left.set_xlabel(f"Δm change vs {baseline} (percent points; > 0 = less negative transfer)")
+    right.set_xlabel("change in the targeted measure (< 0 = the remedy did its job)")
+    handles = [left.plot([], [], "o", color=c)[0] for c in families.values()]
+    left.legend(handles, list(families), fontsize=8, loc="best")
+    fig.suptitle("Interventions: does removing the mechanism remove negative transfer? (validation, 95% CI over paired seeds)")
+    return fig
+
+
 def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (e.g. for ``IPython.display.Image``)."""
     buffer = _io.BytesIO()
@@ -516,9 +556,15 @@ def figures(
     """
     from mtl_bench import report
 
+    from mtl_bench import remedy_report
+
     dirs = [Path(d) for d in run_dirs]
     metrics, probe, retention, variant_columns = report.load_runs(dirs)
-    summary = _read_summaries(dirs)
+    remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
+    # Every figure but the remedy one describes the baseline training.
+    baseline = lambda f: f[f["remedy"] == BASELINE_REMEDY] if not f.empty else f  # noqa: E731
+    metrics, probe, retention = baseline(metrics), baseline(probe), baseline(retention)
+    summary = baseline(with_remedy(_read_summaries(dirs)))
     if not summary.empty:
         for c in variant_columns:
             if c not in summary.columns:
@@ -565,6 +611,10 @@ def figures(
         out["drift_vs_forgetting.png"] = lambda: drift_vs_forgetting(retention, variant_columns=variant_columns)
     else:
         out["drift_vs_forgetting.png"] = "no output drift in retention.csv"
+    if remedies.empty:
+        out["remedies.png"] = "no remedy besides the baseline (run with --remedy)"
+    else:
+        out["remedies.png"] = lambda: remedy_effects(remedies)
     return out
 
 

@@ -117,6 +117,10 @@ class Trainer:
         weights = loss_weights or {t.name: t.weight for t in self.tasks}
         self.loss_weights = [float(weights[t.name]) for t in self.tasks]
         self.combination = combination if combination is not None else Static()
+        if jit_compile and not self.combination.jit_compatible:
+            raise ValueError(
+                f"Trainer: {type(self.combination).__name__} cannot run under jit_compile. Received: jit_compile=True"
+            )
         self.combination.build(self.tasks, self.loss_weights, seed)
         self.aid = aid if aid is not None and aid.active else None
         self._loss_fns = [t.loss_fn() for t in self.tasks]

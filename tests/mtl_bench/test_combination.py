@@ -202,3 +202,14 @@ def test_trainer_applies_the_pcgrad_update_to_the_shared_variables():
     flipped = big & (np.sign(d) != np.sign(g.sum(axis=0))) & (np.abs(g.sum(axis=0)) > 1e-4)
     assert flipped.sum() > 0
     np.testing.assert_array_equal(np.sign(after - before)[flipped], -np.sign(d[flipped]))
+
+
+def test_cagrad_refuses_xla():
+    from mtl_bench.models import ARCHITECTURES
+    from mtl_bench.tasks import SUITES
+    from mtl_bench.training import Trainer
+
+    data = SUITES["synthetic"](seed=0, correlation=0.0, train_rows=64, validation_rows=32, test_rows=32)
+    model = ARCHITECTURES["shared_bottom"](features=data.features, tasks=data.tasks)
+    with pytest.raises(ValueError, match="CAGrad cannot run under jit_compile"):
+        Trainer(model, data.tasks, learning_rate=1e-3, combination=comb.CAGrad(), jit_compile=True)

@@ -192,3 +192,18 @@ def test_cli_remedy_and_task_weight_reach_the_config():
     args = cli._build_parser().parse_args(["run", "--remedy", "pcgrad,replay", "--task-weight", "task2=2.5"])
     config = cli._run_config(args)
     assert config.remedies == ["pcgrad", "replay"] and config.task_weights == {"task2": 2.5}
+
+
+def test_remedy_figure_has_one_point_per_compared_remedy(grid):
+    from mtl_bench import plots
+
+    metrics, probe, retention, variants = report.load_runs([grid])
+    table = remedy_table(metrics, probe, retention, variants)
+    fig = plots.remedy_effects(table)
+    left = fig.axes[0]
+    vs_none = table[table["baseline"] == "none"]
+    assert len(left.get_yticklabels()) == len(vs_none)
+    names = plots.figures([grid])
+    assert callable(names["remedies.png"])
+    # The other figures describe the baseline cells only.
+    assert not isinstance(names["negative_transfer.png"], str)
