@@ -47,7 +47,7 @@ def _param(text: str) -> tuple[str, Any]:
 
 def _add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that choose a task suite and its data, shared by ``run`` and ``tune``."""
-    parser.add_argument("--suite", help="task suite: synthetic, census-income or table")
+    parser.add_argument("--suite", help="task suite: synthetic, census-income, table or recsim")
     parser.add_argument("--group", help="census-income task group: income or education")
     parser.add_argument("--table", metavar="FILE.toml", help="table suite: TOML file describing your CSV/Parquet data")
     parser.add_argument("--data-dir", metavar="DIR", help="directory holding the suite's data files (census-income)")
@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="suite parameter; several values sweep it (e.g. --param correlation=1.0,0.5,0.0); repeatable",
     )
     run.add_argument("--arch", type=_names, metavar="A,B,..", help="architectures: shared_bottom, mmoe, omoe, ple")
-    run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: single, joint, sequential")
+    run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: single, joint, sequential, daily")
     run.add_argument(
         "--remedy", type=_names, metavar="R,..",
         help="remedies of the contrast grid: none, equal, uncertainty, pcgrad, gradvac, cagrad, replay, distill, "
@@ -90,6 +90,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--task-weight", action="append", type=_param, default=[], metavar="TASK=WEIGHT",
         help="static loss weight of a task (e.g. tuned by mtl-bench tune); repeatable",
     )
+    run.add_argument("--experiment", choices=["cohort"],
+                     help="cohort: hold one user cohort out of daily training and follow its AUC (recsim, daily regime)")
+    run.add_argument("--pretrain-days", type=int, metavar="N", help="daily regime: days of pre-training (0 = half)")
+    run.add_argument("--epochs-per-day", type=int, metavar="N", help="daily regime: passes over each later day")
     run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
                      help="a sequential task order (repeatable); default every order of two tasks")
     run.add_argument("--epochs", type=int, metavar="N", help="maximum epochs per training phase")
@@ -201,7 +205,8 @@ def _run_config(args: argparse.Namespace):
     data["suite_params"] = params
     for name, value in args.task_weight:
         data.setdefault("task_weights", {})[name] = value
-    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
+    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), ("experiment", "experiment"),
+                      ("pretrain_days", "pretrain_days"), ("epochs_per_day", "epochs_per_day"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
                       ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),

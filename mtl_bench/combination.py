@@ -248,8 +248,9 @@ class CAGrad(LossCombination):
 
     ``d = (g_0 + c |g_0| / |g_w| g_w) / (1 + alpha^2)`` with ``g_0`` the mean
     gradient, ``c = alpha``, and ``g_w = sum_k w_k g_k`` for the simplex weights
-    of :func:`cagrad_weights`: the update that maximises the worst task's
-    improvement within a ball of radius ``alpha |g_0|`` around ``g_0``.
+    of :func:`cagrad_weights`. Before the ``1 / (1 + alpha^2)`` rescale, ``d`` is
+    the update that maximises the worst task's improvement within a ball of
+    radius ``alpha |g_0|`` around ``g_0``.
 
     Args:
         alpha: Radius of the ball, relative to ``|g_0|``; >= 0 (0 is the mean gradient).

@@ -12,6 +12,7 @@ import tomli_w
 from mtl_bench.errors import UserInputError
 
 SINGLE_BASELINES = ("single_task", "same_arch")
+EXPERIMENTS = ("", "cohort")
 
 
 @dataclasses.dataclass
@@ -49,6 +50,11 @@ class RunConfig:
             are not all 1.
         remedy_params: Constructor arguments per remedy name (e.g.
             ``{"replay": {"share": 0.2}}``).
+        pretrain_days: Daily regime: days of pre-training; 0 = half the training days.
+        epochs_per_day: Daily regime: passes over each later day's rows.
+        experiment: ``""`` or ``"cohort"``: the cohort-forgetting experiment on
+            the ``recsim`` suite (held-out cohort defaults: cohort 1 from the
+            first day after pre-training; see :func:`mtl_bench.runner.resolve`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.
@@ -78,6 +84,9 @@ class RunConfig:
     remedies: list[str] = dataclasses.field(default_factory=lambda: ["none"])
     remedy_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     task_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    pretrain_days: int = 0
+    epochs_per_day: int = 1
+    experiment: str = ""
     jobs: int = 0
 
     def __post_init__(self) -> None:
@@ -85,12 +94,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks values that need no registry (names are checked by :func:`mtl_bench.runner.plan`)."""
-        positive = ("seeds", "epochs", "batch_size")
+        positive = ("seeds", "epochs", "batch_size", "epochs_per_day")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserInputError(f"config: {name} must be an integer >= 1. Received: {name}={value!r}")
-        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed", "jobs"):
+        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed", "jobs", "pretrain_days"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
@@ -126,6 +135,8 @@ class RunConfig:
                 raise UserInputError(
                     f"config: task_weights.{task} must be a finite number >= 0. Received: {w!r}"
                 )
+        if self.experiment not in EXPERIMENTS:
+            raise UserInputError(f"config: experiment must be one of {list(EXPERIMENTS)}. Received: {self.experiment!r}")
         if len(set(self.remedies)) != len(self.remedies):
             raise UserInputError(f"config: remedies lists a name twice. Received: {self.remedies!r}")
 

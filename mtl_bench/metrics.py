@@ -63,6 +63,30 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     return m, m - half, m + half, n
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
+    """Median with the distribution-free order-statistic interval (sign test), ignoring NaN.
+
+    The interval ``[x_(k), x_(n-k+1)]`` uses the largest ``k`` with
+    ``P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2``, so it covers the median
+    with probability at least ``level`` whatever the distribution; NaN when ``n``
+    is too small for any ``k`` (fewer than 6 values at 95%).
+
+    Returns:
+        ``(median, ci_low, ci_high, n)``.
+    """
+    x = np.sort(np.asarray([v for v in values if np.isfinite(v)], np.float64))
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    alpha = (1 - level) / 2
+    k = 0
+    while k < n // 2 and stats.binom.cdf(k, n, 0.5) <= alpha:
+        k += 1
+    if k == 0:
+        return float(np.median(x)), float("nan"), float("nan"), n
+    return float(np.median(x)), float(x[k - 1]), float(x[n - k]), n
+
+
 def transfer(metric: str, multi: float | np.ndarray, single: float | np.ndarray) -> float | np.ndarray:
     """Direction-aware transfer: positive when the multi-task value is better than single-task.
 

@@ -478,7 +478,7 @@ def _expert_index(name: object) -> tuple[int, str]:
 
 
 def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> Figure:
-    """Each remedy's paired change in Δm vs ``baseline`` with its 95% CI, beside the change in its target measure.
+    """Each remedy's median paired change in Δm vs ``baseline`` with its 95% CI, beside the change in its target measure.
 
     Args:
         table: :func:`mtl_bench.remedy_report.remedy_table`.
@@ -494,9 +494,9 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
     labels = [f"{r.regime}: {r.remedy}" for r in rows.itertuples()]
     for k, r in enumerate(rows.itertuples()):
         color = families[r.family]
-        lo = r.delta_m_change - r.ci_low if np.isfinite(r.ci_low) else 0.0
-        hi = r.ci_high - r.delta_m_change if np.isfinite(r.ci_high) else 0.0
-        left.errorbar(r.delta_m_change, y[k], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
+        lo = r.median_change - r.median_ci_low if np.isfinite(r.median_ci_low) else 0.0
+        hi = r.median_ci_high - r.median_change if np.isfinite(r.median_ci_high) else 0.0
+        left.errorbar(r.median_change, y[k], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
         # The measure the remedy targets: the update's conflict for conflict remedies, forgetting otherwise.
         column = "update_conflict_change" if r.family == "conflict" else (
             "sequential_forgetting_change" if r.regime == "sequential" else "forgetting_rate_change")
@@ -509,11 +509,13 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
     for ax in (left, right):
         ax.axvline(0, color="black", linewidth=0.8)
     left.set_yticks(y, labels)
-    left.set_xlabel(f"Δm change vs {baseline} (percent points; > 0 = less negative transfer)")
+    left.set_xscale("symlog", linthresh=1.0)  # sequential Δm changes run to thousands of points, joint ones to a few
+    left.set_xlabel(f"median Δm change vs {baseline} (percent points, symlog; > 0 = less negative transfer)")
     right.set_xlabel("change in the targeted measure (< 0 = the remedy did its job)")
     handles = [left.plot([], [], "o", color=c)[0] for c in families.values()]
     left.legend(handles, list(families), fontsize=8, loc="best")
-    fig.suptitle("Interventions: does removing the mechanism remove negative transfer? (validation, 95% CI over paired seeds)")
+    fig.suptitle("Interventions: does removing the mechanism remove negative transfer? "
+                 "(validation; median and its 95% sign-test CI over seeds)")
     return fig
 
 

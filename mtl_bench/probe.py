@@ -46,9 +46,10 @@ Gate health, when the model has a ``gates(x)`` method returning a non-empty
 
 The applied update, when the probe is given the run's ``combination`` (a
 :class:`~mtl_bench.combination.LossCombination`, as built by the trainer),
-group ``"all"``, ``task_j = "update"``: the update that method would apply,
-``d = sum_k a_k g_k`` with ``a`` from the probe's Gram matrix, against each
-task's gradient:
+group ``"all"``, ``task_j = "update"``: the update that method would apply
+next if its batch were the probe batch, ``d = sum_k a_k g_k`` with ``a`` from
+the probe's Gram matrix (and, for PCGrad and GradVac, the task order of the
+next training step), against each task's gradient:
 
 * ``update_cosine``: ``<d, g_i> / (|d| |g_i|)``; NaN when either is zero.
 * ``update_conflict``: 1.0 when that cosine is negative: the update raises

@@ -22,7 +22,8 @@ from mtl_bench import retention
 from mtl_bench.config import RunConfig
 from mtl_bench.probe import ConflictProbe
 from mtl_bench.remedies import BASELINE, REMEDIES, Remedy
-from mtl_bench.spec import SuiteData, Task
+from mtl_bench import metrics as metrics_lib
+from mtl_bench.spec import Split, SuiteData, Task
 from mtl_bench.training import FitResult, Trainer, evaluate, predict
 
 SINGLE_ARCH = "single_task"
@@ -59,15 +60,18 @@ class CellResult:
         rows: ``metrics.csv`` rows: phase, epoch, stage, task, split, metric, value.
         probe: ``probe.csv`` rows: phase, step, task_i, task_j, group, measure, value.
         retention: ``retention.csv`` rows: phase, task, measure, value.
+        daily: ``daily.csv`` rows of the daily regime: phase, day (evaluated),
+            cohort (``"all"`` or the cohort), heldout, task, metric, value.
     """
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     probe: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     retention: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    daily: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def frames(self) -> dict[str, list[dict[str, Any]]]:
         """Result file stem -> rows."""
-        return {"metrics": self.rows, "probe": self.probe, "retention": self.retention}
+        return {"metrics": self.rows, "probe": self.probe, "retention": self.retention, "daily": self.daily}
 
     def add_fit(self, fit: FitResult, phase: int) -> None:
         """Per-epoch training losses and validation metrics (stage ``epoch``)."""
@@ -97,6 +101,12 @@ def _row(phase: int, epoch: int, stage: str, task: str, split: str, metric: str,
     }
 
 
+def trainable(split: Split) -> Split:
+    """The rows a regime may train on: all but the cohort experiment's held-out rows."""
+    holdout = split.meta.get("holdout")
+    return split if holdout is None or not holdout.any() else split.take(np.flatnonzero(holdout == 0))
+
+
 def _fit(
     job: Job,
     model: keras.Model,
@@ -115,15 +125,16 @@ def _fit(
     """
     cfg = job.config
     seed = job.seed + 7919 * phase
+    train = trainable(job.data.train)
     combination, aid = job.remedy.build(job.remedy_params)
     if aid is not None:
-        joint = len(tasks) > 1
+        # The job's seed, not the phase's: a replay buffer keeps the same rows in every phase.
         aid.bind(
             protected,
-            job.data.train,
-            lambda: predict(model, job.data.train),
-            refresh_each_epoch=joint,
-            seed=seed,
+            train,
+            lambda: predict(model, train),
+            refresh_each_epoch=len(tasks) > 1,
+            seed=job.seed,
         )
     trainer = Trainer(
         model, tasks, learning_rate=cfg.learning_rate, variables=variables, combination=combination, aid=aid, seed=seed
@@ -135,7 +146,7 @@ def _fit(
     if probe is not None:
         callbacks.append(probe)
     fit = trainer.fit(
-        job.data.train,
+        train,
         job.data.validation,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
@@ -282,7 +293,91 @@ class SequentialRegime(Regime):
         return result
 
 
-REGIMES: dict[str, Regime] = {r.name: r for r in (SingleRegime(), JointRegime(), SequentialRegime())}
+def pretrain_last_day(train_days: Sequence[int], pretrain_days: int) -> int:
+    """The last day of the daily regime's pre-training: ``pretrain_days`` days, default half the training days."""
+    days = sorted(set(int(d) for d in train_days))
+    count = pretrain_days or (len(days) + 1) // 2
+    return days[min(count, len(days)) - 1]
+
+
+class DailyRegime(Regime):
+    """Production-style incremental training on a suite with days (``recsim``).
+
+    Phase 0 pre-trains on the training days up to :func:`pretrain_last_day`
+    with early stopping on validation. Each later training day ``d`` is one
+    phase: the same model and optimizer continue for ``epochs_per_day`` passes
+    over day ``d``'s rows (no model selection, as in production). After every
+    phase, every task is evaluated on the next day's rows (the validation
+    split after the last training day), overall and per user cohort: the
+    ``daily`` rows. Held-out rows (the cohort experiment) never train but are
+    evaluated. The test split is evaluated once, after the last day.
+    """
+
+    name = "daily"
+
+    def run(self, job: Job) -> CellResult:
+        data, cfg = job.data, job.config
+        if "day" not in data.train.meta:
+            raise ValueError(f"the daily regime needs a suite with days; suite {data.name!r} has none")
+        keras.utils.set_random_seed(job.seed)
+        model = job.model_factory(features=data.features, tasks=data.tasks, **job.arch_params)
+        result = CellResult()
+        train = trainable(data.train)
+        day = train.meta["day"]
+        days = sorted(set(int(d) for d in data.train.meta["day"]))
+        last_pretrain = pretrain_last_day(days, cfg.pretrain_days)
+        trainer = Trainer(model, data.tasks, learning_rate=cfg.learning_rate, seed=job.seed)
+        phases = [(days[0], last_pretrain)] + [(d, d) for d in days if d > last_pretrain]
+        fit = None
+        for phase, (first, last) in enumerate(phases):
+            rows = train.take(np.flatnonzero((day >= first) & (day <= last)))
+            pretraining = phase == 0
+            probe = _probe(job, model, phase, trainer.combination)
+            fit = trainer.fit(
+                rows,
+                data.validation,
+                epochs=cfg.epochs if pretraining else cfg.epochs_per_day,
+                batch_size=cfg.batch_size,
+                seed=job.seed + 7919 * phase,
+                patience=cfg.patience if pretraining else 0,
+                callbacks=[probe] if probe is not None else [],
+                steps_per_call=cfg.probe_every if probe is not None else 0,
+            )
+            if probe is not None:
+                result.probe.extend(probe.records)
+            result.add_fit(fit, phase=phase)
+            next_day = last + 1
+            source = data.train if next_day in days else data.validation
+            result.daily.extend(_daily_rows(model, data.tasks, source, next_day, phase))
+        result.add_eval(evaluate(model, data.tasks, data.validation), len(phases) - 1, fit.best_epoch, "validation")
+        result.add_eval(evaluate(model, data.tasks, data.test), len(phases) - 1, fit.best_epoch, "test")
+        return result
+
+
+def _daily_rows(model: keras.Model, tasks: Sequence[Task], split: Split, day: int, phase: int) -> list[dict[str, Any]]:
+    """Every task's metrics on one day's rows of ``split``: overall and per cohort."""
+    on_day = np.flatnonzero(split.meta["day"] == day)
+    if not len(on_day):
+        return []
+    rows_of_day = split.take(on_day)
+    pred = predict(model, rows_of_day)
+    cohort = rows_of_day.meta.get("cohort", np.zeros(len(rows_of_day), np.int32))
+    heldout = rows_of_day.meta.get("holdout", np.zeros(len(rows_of_day), np.int32))
+    groups = [("all", np.ones(len(rows_of_day), bool), False)]
+    groups += [(str(c), cohort == c, bool(heldout[cohort == c].any())) for c in sorted(set(cohort.tolist()))]
+    out = []
+    for name, mask, held in groups:
+        for t in tasks:
+            values = metrics_lib.evaluate_task(t, rows_of_day.labels[t.name][mask], pred[t.name][mask])
+            for metric, value in values.items():
+                out.append({"phase": phase, "day": day, "cohort": name, "heldout": held, "task": t.name,
+                            "metric": metric, "value": float(value)})
+    return out
+
+
+REGIMES: dict[str, Regime] = {
+    r.name: r for r in (SingleRegime(), JointRegime(), SequentialRegime(), DailyRegime())
+}
 
 
 def order_label(order: Sequence[str]) -> str:

@@ -63,7 +63,7 @@ class Remedy:
         return self.combination(**params), None
 
 
-_ALL = ("single", "joint", "sequential")
+_ALL = ("single", "joint", "sequential", "daily")
 
 REMEDIES: dict[str, Remedy] = {
     r.name: r

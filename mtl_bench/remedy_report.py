@@ -2,18 +2,30 @@
 
 Correlations cannot tell the explanations apart; interventions can. For every
 regime and every remedy, each remedy cell is paired with the baseline cell of
-the same run, suite variant, architecture, task order and seed, and the table
-gives the mean paired change, over those pairs, of:
+the same run, suite variant, architecture, task order and seed. Cells that
+share a seed and variant share data and single-task baselines, so the paired
+changes are first averaged within each (run, suite, variant, seed) cluster
+over architectures and orders; ``n`` counts clusters, and the table gives the
+mean over clusters of the change in:
 
 * ``delta_m``: Maninis et al.'s Δm vs single-task (percent; positive = less
-  negative transfer), with a 95% t-interval; ``helps`` is true when that
-  interval lies above 0;
+  negative transfer): the mean with a 95% t-interval over clusters, and the
+  median with its distribution-free 95% interval (sign test), with ``wins``,
+  the clusters where the remedy did better. Δm is heavy-tailed (a relative MSE
+  change explodes when the single-task MSE is small), so ``helps`` uses the
+  median's interval: true when it lies above 0 (it needs 6 or more clusters);
 * the conflict measures of the probe: ``conflict_rate`` and ``cosine`` between
-  the raw task gradients, and ``update_conflict``, the share of probe events
-  where the update the method applies raises some task's loss;
+  the raw task gradients, and ``update_conflict``, the share of (task, probe
+  event) pairs where the update the method would apply next, computed on the
+  probe batch, raises that task's loss to first order;
 * the forgetting measures: the probe's ``forgetting_rate`` and ``affinity``
   (joint), the sequential regime's ``forgetting`` of the headline metric and
   ``output_drift``.
+
+``lowers_conflict`` / ``lowers_forgetting`` are true when the sign-test 95%
+interval of the median change of a conflict measure (update conflict, conflict
+rate) / a forgetting measure (forgetting rate, sequential forgetting, output
+drift) lies below 0: the remedy did remove its mechanism.
 
 The baselines are ``none`` (static weights) and, when run, ``equal``; following
 Xin et al. 2022 and Kurin et al. 2022 a remedy only helps when it helps against
@@ -27,13 +39,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mtl_bench.metrics import mean_ci, relative_transfer
+from mtl_bench.metrics import mean_ci, median_ci, relative_transfer
 from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
 from mtl_bench.summary import headline_metric, per_seed_transfer
 
 SPLIT = "validation"
 BASELINES = (BASELINE, EQUAL)
-# (column, source, measure, lower is better when the explanation's remedy works)
+# (column, source file, measure)
 CHANGES: tuple[tuple[str, str, str], ...] = (
     ("conflict_rate", "probe", "conflict"),
     ("cosine", "probe", "cosine"),
@@ -44,13 +56,20 @@ CHANGES: tuple[tuple[str, str, str], ...] = (
     ("output_drift", "retention", "output_drift"),
 )
 COLUMNS = [
-    "regime", "remedy", "family", "baseline", "n", "delta_m_change", "ci_low", "ci_high", "helps",
-    *[f"{c}_change" for c, _, _ in CHANGES], "baseline_update_conflict",
+    "regime", "remedy", "family", "baseline", "n", "wins", "delta_m_change", "ci_low", "ci_high",
+    "median_change", "median_ci_low", "median_ci_high", "helps",
+    *[f"{c}_change" for c, _, _ in CHANGES], "baseline_update_conflict", "lowers_conflict", "lowers_forgetting",
 ]
+CONFLICT_MEASURES = ("update_conflict", "conflict_rate")
+FORGETTING_MEASURES = ("forgetting_rate", "sequential_forgetting", "output_drift")
 
 
 def _cell_keys(variant_columns: Sequence[str]) -> list[str]:
     return ["run", "suite", *variant_columns, "arch", "regime", "order", "seed"]
+
+
+def _cluster_keys(variant_columns: Sequence[str]) -> list[str]:
+    return ["run", "suite", *variant_columns, "seed"]
 
 
 def _per_cell(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
@@ -98,18 +117,26 @@ def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataF
                 pairs = other.join(base, how="inner", lsuffix="", rsuffix="_base")
                 if pairs.empty:
                     continue
-                change = pairs["delta_m"] - pairs["delta_m_base"]
-                mean, lo, hi, n = mean_ci(change.tolist())
+                measures = ["delta_m", *[c for c, _, _ in CHANGES]]
+                diff = pd.DataFrame({m: pairs[m] - pairs[f"{m}_base"] for m in measures})
+                diff["base_update_conflict"] = pairs["update_conflict_base"]
+                clusters = diff.groupby(level=_cluster_keys(variant_columns), dropna=False).mean()
+                mean, lo, hi, n = mean_ci(clusters["delta_m"].tolist())
+                median, m_lo, m_hi, _ = median_ci(clusters["delta_m"].tolist())
                 row = {
                     "regime": regime, "remedy": remedy, "family": REMEDIES[remedy].family if remedy in REMEDIES else "",
-                    "baseline": baseline, "n": n, "delta_m_change": mean, "ci_low": lo, "ci_high": hi,
-                    "helps": bool(np.isfinite(lo) and lo > 0),
+                    "baseline": baseline, "n": n, "wins": int((clusters["delta_m"] > 0).sum()),
+                    "delta_m_change": mean, "ci_low": lo, "ci_high": hi,
+                    "median_change": median, "median_ci_low": m_lo, "median_ci_high": m_hi,
+                    "helps": bool(np.isfinite(m_lo) and m_lo > 0),
                 }
                 for column, _, _ in CHANGES:
-                    row[f"{column}_change"] = float(np.nanmean(pairs[column] - pairs[f"{column}_base"])) \
-                        if np.isfinite(pairs[column] - pairs[f"{column}_base"]).any() else np.nan
-                row["baseline_update_conflict"] = float(pairs["update_conflict_base"].mean()) \
-                    if pairs["update_conflict_base"].notna().any() else np.nan
+                    values = clusters[column]
+                    row[f"{column}_change"] = float(values.mean()) if values.notna().any() else np.nan
+                for flag, names in (("lowers_conflict", CONFLICT_MEASURES), ("lowers_forgetting", FORGETTING_MEASURES)):
+                    row[flag] = any(median_ci(clusters[c].tolist())[2] < 0 for c in names)
+                base_conflict = clusters["base_update_conflict"]
+                row["baseline_update_conflict"] = float(base_conflict.mean()) if base_conflict.notna().any() else np.nan
                 rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -131,9 +158,10 @@ def remedy_verdict(table: pd.DataFrame) -> str:
         vs = group[group["baseline"] == BASELINE]
         vs = vs if not vs.empty else group
         row = vs.iloc[0]
-        ci = f"Δm change {row['delta_m_change']:+.2f} (95% CI {row['ci_low']:+.2f} to {row['ci_high']:+.2f}) vs {row['baseline']}"
+        ci = (f"median Δm change {row['median_change']:+.2f}, 95% CI {row['median_ci_low']:+.2f} to "
+              f"{row['median_ci_high']:+.2f}, better in {row['wins']} of {row['n']} seeds vs {row['baseline']}")
         if family == "conflict":
-            removed = _lowered(row, "update_conflict_change") or _lowered(row, "conflict_rate_change")
+            removed = bool(row["lowers_conflict"])
             target = "gradient conflict"
             base_conflict = row["baseline_update_conflict"]
             if np.isfinite(base_conflict) and base_conflict == 0 and not removed:
@@ -141,13 +169,13 @@ def remedy_verdict(table: pd.DataFrame) -> str:
                              f"so there was no conflict to remove; {ci}.")
                 continue
         else:
-            removed = any(_lowered(row, c) for c in ("forgetting_rate_change", "sequential_forgetting_change", "output_drift_change"))
+            removed = bool(row["lowers_forgetting"])
             target = "forgetting"
-        if not np.isfinite(row["ci_low"]):
-            effect = f"too few paired seeds for a confidence interval ({ci}); run more seeds."
+        if not np.isfinite(row["median_ci_low"]):
+            effect = f"too few paired seeds for a confidence interval ({ci}); run 6 or more seeds × variants."
         elif helps:
             effect = f"reduces negative transfer against every baseline ({ci}): evidence for {target}."
-        elif removed and row["ci_high"] < 0:
+        elif removed and row["median_ci_high"] < 0:
             effect = f"lowers {target} yet increases negative transfer ({ci}): evidence against {target} as the cause."
         elif removed:
             effect = (f"lowers {target} without a clear change in negative transfer ({ci}): "
@@ -159,7 +187,3 @@ def remedy_verdict(table: pd.DataFrame) -> str:
         return "No conflict or forgetting remedy was run; the remedy table only compares weightings."
     return "\n".join(lines)
 
-
-def _lowered(row: pd.Series, column: str) -> bool:
-    value = row.get(column, np.nan)
-    return bool(np.isfinite(value) and value < 0)

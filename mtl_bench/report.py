@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mtl_bench import io
+from mtl_bench import cohort_report, io
 from mtl_bench import remedy_report
 from mtl_bench.errors import UserInputError
 from mtl_bench.summary import BASELINE_REMEDY, headline_metric, per_seed_transfer, with_remedy
@@ -161,6 +161,7 @@ class Contrast:
     n_units: int
     remedies: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     remedy_verdict: str = ""
+    cohorts: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -261,13 +262,25 @@ def task_table(units: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFr
 def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast]:
     """The per-task table and the contrast (with the remedy table, when the runs have remedies)."""
     metrics, probe, retention, variant_columns = load_runs(run_dirs)
-    units = unit_table(metrics, probe, retention, variant_columns)
+    has_joint = not metrics.empty and (metrics["regime"] == "joint").any()
+    units = unit_table(metrics, probe, retention, variant_columns) if has_joint else pd.DataFrame()
+    cohorts = cohort_report.half_life_table(
+        cohort_report.read([str(Path(d).resolve()) for d in run_dirs], variant_columns), variant_columns)
+    if units.empty and cohorts.empty:
+        raise UserInputError(
+            "the runs have nothing to report on: run the joint regime (--regime joint,...) or the cohort "
+            "experiment (--suite recsim --regime daily --experiment cohort)"
+        )
     if units.empty:
-        raise UserInputError("the runs have no joint-regime results to report on (run with --regime including joint)")
-    result = contrast(units)
+        result = Contrast(pd.DataFrame(columns=["measure", "explanation", "expected_sign", "n", "spearman",
+                                                "ci_low", "ci_high", "support"]),
+                          "No joint-regime results in these runs: no contrast.", 0)
+    else:
+        result = contrast(units)
     result.remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
     result.remedy_verdict = remedy_report.remedy_verdict(result.remedies)
-    return task_table(units, variant_columns), result
+    result.cohorts = cohorts
+    return task_table(units, variant_columns) if not units.empty else pd.DataFrame(), result
 
 
 def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast, Path]:
@@ -278,6 +291,8 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
     io.write_csv(out / "contrast.csv", result.table)
     if not result.remedies.empty:
         io.write_csv(out / "remedies.csv", result.remedies)
+    if not result.cohorts.empty:
+        io.write_csv(out / "cohort_half_life.csv", result.cohorts)
     md = [
         "# mtl-bench report",
         "",
@@ -308,6 +323,18 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
             "## What the interventions say",
             "",
             result.remedy_verdict,
+            "",
+        ]
+    if not result.cohorts.empty:
+        md += [
+            "## Cohort forgetting: a cohort that stops training (daily regime, validation days)",
+            "",
+            "Days until the held-out cohort loses half of its AUC lift over random, against a control cohort "
+            "that keeps training; the held-out cohort's interests do not drift, so any decay is forgetting.",
+            "",
+            cohort_report.half_life_lines(result.cohorts),
+            "",
+            _markdown(result.cohorts),
             "",
         ]
     io.write_text(out / "report.md", "\n".join(md))

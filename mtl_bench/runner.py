@@ -40,7 +40,7 @@ from mtl_bench import io
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.models import ARCHITECTURES
-from mtl_bench.regimes import REGIMES, SINGLE_ARCH, Job, order_label
+from mtl_bench.regimes import REGIMES, SINGLE_ARCH, Job, order_label, pretrain_last_day
 from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
 from mtl_bench.spec import SuiteData
 from mtl_bench.summary import summarize
@@ -129,6 +129,33 @@ def load_suite(config: RunConfig, variant: tuple[tuple[str, Any], ...], seed: in
     return data
 
 
+def resolve(config: RunConfig) -> RunConfig:
+    """The configuration with the experiment's defaults filled in (what ``config.toml`` records).
+
+    ``experiment = "cohort"`` needs the ``recsim`` suite and the daily regime; it
+    holds out cohort 1 (whose drift the simulator then switches off; cohort 0,
+    which never drifts, is the control) from the first day after pre-training,
+    unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day``.
+    """
+    if config.experiment != "cohort":
+        return config
+    if config.suite != "recsim":
+        raise UserInputError(f"experiment 'cohort' needs the recsim suite. Received: suite={config.suite!r}")
+    if "daily" not in config.regimes:
+        raise UserInputError(f"experiment 'cohort' needs the daily regime (--regime daily). Received: regimes={config.regimes}")
+    from mtl_bench.tasks import recsim
+
+    params = dict(config.suite_params)
+    params.setdefault("holdout_cohort", 1)
+    if "holdout_day" not in params:
+        lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
+        if any(isinstance(v, list) for v in lengths):
+            raise UserInputError("experiment 'cohort': set suite parameter holdout_day when days are swept")
+        days, validation, test = lengths
+        params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
+    return dataclasses.replace(config, suite_params=params)
+
+
 def plan(config: RunConfig) -> Plan:
     """Validates every name in ``config`` and expands the grid; loads each variant once to learn its tasks.
 
@@ -154,6 +181,8 @@ def plan(config: RunConfig) -> Plan:
     for variant in _variants(config):
         data = load_suite(config, variant, config.first_seed)
         _check_arch_params(config, data)
+        if "daily" in config.regimes and "day" not in data.train.meta:
+            raise UserInputError(f"regime 'daily' needs a suite with days (recsim); suite {config.suite!r} has none")
         remedies = _remedies(config, data, notes)
         for column in data.variant:
             if column not in variant_columns:
@@ -203,10 +232,14 @@ def _remedies(config: RunConfig, data: SuiteData, notes: list[str]) -> list[str]
     if BASELINE not in remedies:
         remedies.insert(0, BASELINE)
         _note(notes, f"remedy {BASELINE!r} (the static-weight baseline) is always run")
-    others = [r for r in remedies if r not in (BASELINE, EQUAL)]
-    if others and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
+    joint_others = [r for r in remedies if r not in (BASELINE, EQUAL) and "joint" in REMEDIES[r].regimes]
+    if joint_others and "joint" in config.regimes and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
         remedies.insert(1, EQUAL)
         _note(notes, f"remedy {EQUAL!r} (the equal-weight baseline) is run because the static weights are not all 1")
+    anchored = [r for r in remedies if REMEDIES[r].aid is not None and "joint" in REMEDIES[r].regimes]
+    if anchored and "joint" in config.regimes and config.epochs < 2:
+        _note(notes, f"with epochs={config.epochs}, {anchored} do nothing in the joint regime: they anchor to the "
+                     "model of the previous epoch, from the second epoch on")
     return sorted(remedies, key=list(REMEDIES).index)
 
 
@@ -294,6 +327,7 @@ def run(
     Raises:
         UserInputError: For invalid configuration (nothing is written then).
     """
+    config = resolve(config)
     the_plan = plan(config)
     run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
     if run_dir.exists() and not run_dir.is_dir():
@@ -322,7 +356,7 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").is_file() or not (run_dir / "manifest.json").is_file():
         raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
-    config = RunConfig.from_toml(run_dir / "config.toml")
+    config = resolve(RunConfig.from_toml(run_dir / "config.toml"))
     manifest = io.read_json(run_dir / "manifest.json")
     manifest["status"], manifest["reason"] = "running", ""
     return _execute(plan(config), run_dir, manifest, progress, in_process)
@@ -471,7 +505,16 @@ def _write_results(run_dir: Path, the_plan: Plan) -> None:
         return
     io.write_csv(run_dir / "metrics.csv", metrics)
     io.write_csv(run_dir / "summary.csv", summarize(metrics, the_plan.variant_columns))
-    for stem in ("probe", "retention"):
+    for stem in ("probe", "retention", "daily"):
         frame = read_cells(run_dir, stem)
         if not frame.empty:
             io.write_csv(run_dir / f"{stem}.csv", frame)
+            if stem == "daily":
+                io.write_csv(run_dir / "cohort_forgetting.csv", cohort_forgetting(frame, the_plan.variant_columns))
+
+
+def cohort_forgetting(daily: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
+    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, cohort, heldout, task, auc``."""
+    rows = daily[(daily["metric"] == "auc") & (daily["cohort"].astype(str) != "all")]
+    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "cohort", "heldout", "task", "value"]
+    return rows[[c for c in keep if c in rows.columns]].rename(columns={"value": "auc"}).reset_index(drop=True)

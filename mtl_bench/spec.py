@@ -16,6 +16,9 @@ Feature dict layout (what a model's ``call`` receives and a split stores):
 
 A key is present exactly when the spec has features of that kind.
 Labels are float32 arrays of shape ``(n,)``: 0/1 for binary tasks.
+A split may also carry ``meta``: per-row integer arrays the models never see
+(the recommender simulator's ``day``, ``cohort``, ``user`` and ``holdout``
+flag), which time-aware regimes and experiments use.
 Binary predictions are probabilities of shape ``(n, 1)``; regression
 predictions are values of shape ``(n, 1)``.
 """
@@ -181,9 +184,10 @@ class Split:
 
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    meta: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        sizes = {len(v) for v in (*self.features.values(), *self.labels.values())}
+        sizes = {len(v) for v in (*self.features.values(), *self.labels.values(), *self.meta.values())}
         if len(sizes) > 1:
             raise ValueError(f"Split: all arrays must have the same length. Received lengths {sorted(sizes)}")
 
@@ -195,6 +199,7 @@ class Split:
         return Split(
             {k: v[index] for k, v in self.features.items()},
             {k: v[index] for k, v in self.labels.items()},
+            {k: v[index] for k, v in self.meta.items()},
         )
 
 

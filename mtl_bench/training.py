@@ -241,6 +241,9 @@ class Trainer:
     ) -> FitResult:
         """Trains with early stopping on the validation loss and restores the best epoch's weights.
 
+        The validation loss weighs the tasks with the static ``loss_weights``
+        whatever the combination, so every remedy is selected by one criterion.
+
         Args:
             train: Training split.
             validation: Validation split; the only data used for model selection.

@@ -125,6 +125,7 @@ def assemble(
     min_count: int = 1,
     notes: Sequence[str] = (),
     source: str = "",
+    meta: Mapping[str, np.ndarray] | None = None,
 ) -> SuiteData:
     """Fits the feature spec on the training rows and cuts features and labels into the three splits.
 
@@ -134,6 +135,7 @@ def assemble(
         categorical: Column name -> raw values over all rows (compared as strings).
         splits: Row indices of train, validation and test.
         source: Name of the data (file) used in error messages.
+        meta: Per-row arrays over all rows that models never see (see :class:`~mtl_bench.spec.Split`).
     """
     numeric = dict(numeric or {})
     categorical = dict(categorical or {})
@@ -181,9 +183,14 @@ def assemble(
     spec = FeatureSpec(**spec_kwargs)
 
     labels = {k: np.asarray(v, dtype=np.float32) for k, v in labels.items()}
+    meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
 
     def cut(idx: np.ndarray) -> Split:
-        return Split({k: v[idx] for k, v in features.items()}, {k: v[idx] for k, v in labels.items()})
+        return Split(
+            {k: v[idx] for k, v in features.items()},
+            {k: v[idx] for k, v in labels.items()},
+            {k: v[idx] for k, v in meta.items()},
+        )
 
     return SuiteData(
         name=name,

@@ -44,3 +44,18 @@ def test_transfer_is_direction_aware():
     assert metrics.transfer("mse", 0.3, 0.2) == pytest.approx(-0.1)
     assert metrics.transfer("logloss", 0.2, 0.3) == pytest.approx(0.1)
     assert metrics.relative_transfer("mse", 0.3, 0.2) == pytest.approx(-50.0)
+
+
+def test_median_ci_order_statistics_and_coverage():
+    from mtl_bench.metrics import median_ci
+
+    # n = 9: P(Bin(9, 1/2) <= 1) = 10/512 <= 0.025 < P(<= 2) = 46/512, so the interval is [x_(2), x_(8)].
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0]
+    assert median_ci(values) == (5.0, 2.0, 8.0, 9)
+    med, lo, hi, n = median_ci([1.0, 2.0, 3.0, 4.0, 5.0])  # P(Bin(5, 1/2) <= 0) = 1/32 > 0.025: no interval
+    assert med == 3.0 and np.isnan(lo) and np.isnan(hi) and n == 5
+    # Coverage of the true median over many samples of a skewed distribution is at least 95%.
+    rng = np.random.default_rng(0)
+    true_median = np.log(2)  # Exponential(1)
+    hits = [lo <= true_median <= hi for lo, hi in (median_ci(rng.exponential(size=12))[1:3] for _ in range(2000))]
+    assert np.mean(hits) >= 0.95

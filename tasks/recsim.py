@@ -1,0 +1,282 @@
+"""A multi-behaviour recommender world whose ground truth mtl-bench controls (suite ``recsim``).
+
+Users and items have latent vectors; every impression is a (user, item) pair
+shown on one day, in one scenario (surface), at one position, chosen by a
+logging policy; each impression carries three behaviours:
+
+* ``click``: ``P = σ(-1 + 1.5 s_click - 0.25 (position - 1) + 0.3 log a_u + b_σ)``
+* ``conversion``: click **and** a post-click conversion with
+  ``P = σ(-1 + 1.5 s_conversion)`` (the click-through conversion of ESMM data:
+  a conversion never occurs without a click)
+* ``like`` (a long-view / like signal of the view): ``P = σ(-1.5 + 1.5 s_like)``
+
+The behaviour scores mix a shared taste and one taste per behaviour::
+
+    s_b = sqrt(r) * <u_0, v_0> / sqrt(d) + sqrt(1 - r) * <u_b, v_b> / sqrt(d)
+
+with ``r = relatedness`` and independent standard-normal latent blocks of
+dimension ``d``, so the scores of two behaviours have correlation ``r`` (in
+expectation over users and items). With ``scenarios > 1`` each scenario ``σ``
+replaces the behaviour block by ``sqrt(g) <u_b, v_b> + sqrt(1 - g) <u_bσ, v_bσ>``
+(``g = scenario_similarity``) and adds a base rate ``b_σ`` to the click logit:
+the same users and items, different behaviour functions.
+
+Items belong to categories (an item's blocks are its category's blocks plus
+item noise, so categories carry signal); ``a_u`` is a user's activity level.
+Users fall into ``cohorts`` (user index modulo ``cohorts``); cohort ``k``'s user
+blocks drift every day by ``u <- sqrt(1 - δ_k²) u + δ_k ε`` with
+``δ_k = drift · k / (cohorts - 1)``: cohort 0 keeps its interests.
+
+The logging policy picks the item of each impression: ``random`` (uniform) or
+``popularity`` (probability proportional to ``rank^-popularity_skew`` of a
+seeded item ranking), so the logs carry exposure bias. Users are drawn
+uniformly.
+
+The cohort experiment (``holdout_cohort >= 0``): rows of that cohort from day
+``holdout_day`` on get ``meta["holdout"] = 1``, and the cohort's drift is
+switched off, so any decay of its predictions is forgetting, not interest
+change. Regimes never train on holdout rows; they are evaluated like any other.
+
+Splits are by time: the last ``test_days`` days are the test split, the
+``validation_days`` before them the validation split, earlier days train; rows
+of each split are in a seeded random order. ``meta`` holds ``day``,
+``cohort``, ``user`` and ``holdout`` per row.
+
+Features: categorical ``user_id``, ``item_id``, ``category`` (and ``scenario``
+with several scenarios) — real embedding tables — and numeric ``position``,
+``hour_sin``, ``hour_cos``, ``log_popularity`` and ``activity``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mtl_bench.errors import UserInputError
+from mtl_bench.spec import SuiteData, Task
+from mtl_bench.tasks import _common
+
+NAME = "recsim"
+BEHAVIOURS = ("click", "conversion", "like")
+POLICIES = ("random", "popularity")
+DEFAULTS: dict[str, Any] = {
+    "relatedness": 0.5,
+    "users": 2000,
+    "items": 600,
+    "categories": 12,
+    "latent_dim": 8,
+    "days": 10,
+    "impressions_per_day": 6000,
+    "scenarios": 1,
+    "scenario_similarity": 0.5,
+    "cohorts": 4,
+    "drift": 0.2,
+    "policy": "popularity",
+    "popularity_skew": 1.0,
+    "validation_days": 1,
+    "test_days": 1,
+    "holdout_cohort": -1,
+    "holdout_day": 0,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """The simulated log: one row per impression, with the true scores and probabilities."""
+
+    log: pd.DataFrame
+    params: dict[str, Any]
+
+
+def simulate(seed: int = 0, **params: Any) -> World:
+    """Draws the world and its impression log (see the module docstring for the model).
+
+    Args:
+        seed: Seed of every draw; each component has its own spawned stream.
+        **params: Any key of :data:`DEFAULTS`.
+
+    Returns:
+        The log with columns ``day, scenario, user, cohort, item, category,
+        position, hour, activity, popularity, score_<b>, p_<b>`` and one 0/1
+        column per behaviour, plus ``holdout``.
+    """
+    p = _check({**DEFAULTS, **params})
+    d = p["latent_dim"]
+    rng_world, rng_drift, rng_log, rng_labels = np.random.default_rng(seed).spawn(4)
+    n_blocks = 1 + len(BEHAVIOURS) * (1 + (p["scenarios"] if p["scenarios"] > 1 else 0))
+    # Block 0 is shared; block 1 + b is behaviour b's; then one block per (behaviour, scenario).
+    category_blocks = rng_world.standard_normal((n_blocks, p["categories"], d))
+    item_category = rng_world.integers(0, p["categories"], p["items"])
+    item_blocks = np.sqrt(0.5) * category_blocks[:, item_category] + np.sqrt(0.5) * rng_world.standard_normal(
+        (n_blocks, p["items"], d))
+    user_blocks = rng_world.standard_normal((n_blocks, p["users"], d))
+    activity = rng_world.lognormal(0.0, 0.5, p["users"])
+    rank = rng_world.permutation(p["items"]) + 1
+    popularity = rank.astype(np.float64) ** -p["popularity_skew"]
+    popularity /= popularity.sum()
+    scenario_bias = rng_world.normal(0.0, 0.5, max(p["scenarios"], 1)) if p["scenarios"] > 1 else np.zeros(1)
+
+    cohort = np.arange(p["users"]) % p["cohorts"]
+    rate = p["drift"] * cohort / max(p["cohorts"] - 1, 1)
+    if p["holdout_cohort"] >= 0:
+        rate = np.where(cohort == p["holdout_cohort"], 0.0, rate)
+
+    per_day = p["impressions_per_day"]
+    frames = []
+    for day in range(p["days"]):
+        if day > 0:
+            noise = rng_drift.standard_normal(user_blocks.shape)
+            user_blocks = np.sqrt(1 - rate**2)[None, :, None] * user_blocks + rate[None, :, None] * noise
+        users = rng_log.integers(0, p["users"], per_day)
+        if p["policy"] == "random":
+            items = rng_log.integers(0, p["items"], per_day)
+        else:
+            items = rng_log.choice(p["items"], per_day, p=popularity)
+        scenario = rng_log.integers(0, max(p["scenarios"], 1), per_day)
+        position = rng_log.integers(1, 6, per_day)
+        hour = rng_log.integers(0, 24, per_day)
+        dot = lambda k: np.einsum("nd,nd->n", user_blocks[k, users], item_blocks[k, items]) / np.sqrt(d)  # noqa: E731
+        shared = dot(0)
+        row = {"day": np.full(per_day, day), "scenario": scenario, "user": users, "cohort": cohort[users],
+               "item": items, "category": item_category[items], "position": position, "hour": hour,
+               "activity": activity[users], "popularity": popularity[items]}
+        r = p["relatedness"]
+        for b, name in enumerate(BEHAVIOURS):
+            own = dot(1 + b)
+            if p["scenarios"] > 1:
+                base = 1 + len(BEHAVIOURS) + b * p["scenarios"]
+                per_scenario = np.stack([dot(base + s) for s in range(p["scenarios"])])[scenario, np.arange(per_day)]
+                g = p["scenario_similarity"]
+                own = np.sqrt(g) * own + np.sqrt(1 - g) * per_scenario
+            row[f"score_{name}"] = np.sqrt(r) * shared + np.sqrt(1 - r) * own
+        logit = {
+            "click": -1.0 + 1.5 * row["score_click"] - 0.25 * (position - 1) + 0.3 * np.log(activity[users])
+            + scenario_bias[scenario],
+            "conversion": -1.0 + 1.5 * row["score_conversion"],
+            "like": -1.5 + 1.5 * row["score_like"],
+        }
+        for name in BEHAVIOURS:
+            row[f"p_{name}"] = 1.0 / (1.0 + np.exp(-logit[name]))
+        draws = rng_labels.random((len(BEHAVIOURS), per_day))
+        click = draws[0] < row["p_click"]
+        row["click"] = click.astype(np.int8)
+        row["conversion"] = (click & (draws[1] < row["p_conversion"])).astype(np.int8)
+        row["like"] = (draws[2] < row["p_like"]).astype(np.int8)
+        frames.append(pd.DataFrame(row))
+    log = pd.concat(frames, ignore_index=True)
+    log["holdout"] = ((log["cohort"] == p["holdout_cohort"]) & (log["day"] >= p["holdout_day"])).astype(np.int8)
+    return World(log, p)
+
+
+def load(
+    *,
+    seed: int = 0,
+    relatedness: float = 0.5,
+    users: int = 2000,
+    items: int = 600,
+    categories: int = 12,
+    latent_dim: int = 8,
+    days: int = 10,
+    impressions_per_day: int = 6000,
+    scenarios: int = 1,
+    scenario_similarity: float = 0.5,
+    cohorts: int = 4,
+    drift: float = 0.2,
+    policy: str = "popularity",
+    popularity_skew: float = 1.0,
+    validation_days: int = 1,
+    test_days: int = 1,
+    holdout_cohort: int = -1,
+    holdout_day: int = 0,
+) -> SuiteData:
+    """The simulator as a suite (see the module docstring).
+
+    Returns:
+        The suite; ``variant`` is ``{"relatedness": r}`` plus every parameter that
+        differs from its default.
+
+    Raises:
+        UserInputError: For any invalid parameter.
+    """
+    params = {k: v for k, v in locals().items() if k != "seed"}
+    world = simulate(seed, **params)
+    log, p = world.log, world.params
+    day = log["day"].to_numpy()
+    first_validation = p["days"] - p["test_days"] - p["validation_days"]
+    rng = np.random.default_rng([seed, 1])
+    train_idx = rng.permutation(np.flatnonzero(day < first_validation))
+    val_idx = rng.permutation(np.flatnonzero((day >= first_validation) & (day < p["days"] - p["test_days"])))
+    test_idx = rng.permutation(np.flatnonzero(day >= p["days"] - p["test_days"]))
+    categorical = {"user_id": log["user"], "item_id": log["item"], "category": log["category"]}
+    if p["scenarios"] > 1:
+        categorical["scenario"] = log["scenario"]
+    hour = log["hour"].to_numpy(np.float64)
+    numeric = {
+        "position": log["position"].to_numpy(np.float64),
+        "hour_sin": np.sin(2 * np.pi * hour / 24),
+        "hour_cos": np.cos(2 * np.pi * hour / 24),
+        "log_popularity": np.log(log["popularity"].to_numpy()),
+        "activity": log["activity"].to_numpy(),
+    }
+    variant = {"relatedness": p["relatedness"]}
+    variant.update({k: v for k, v in p.items() if k != "relatedness" and v != DEFAULTS[k]})
+    notes = [
+        f"recsim: train days 0-{first_validation - 1}, validation days {first_validation}-"
+        f"{p['days'] - p['test_days'] - 1}, test days {p['days'] - p['test_days']}-{p['days'] - 1}; "
+        "conversion = click and post-click conversion (ESMM)",
+    ]
+    if p["holdout_cohort"] >= 0:
+        notes.append(f"recsim: cohort {p['holdout_cohort']} held out of training from day {p['holdout_day']}, "
+                     "its interest drift switched off")
+    return _common.assemble(
+        name=NAME,
+        variant=variant,
+        tasks=tuple(Task(name=b, label=b, kind="binary") for b in BEHAVIOURS),
+        labels={b: log[b].to_numpy() for b in BEHAVIOURS},
+        splits=(train_idx, val_idx, test_idx),
+        numeric=numeric,
+        categorical=categorical,
+        notes=notes,
+        meta={k: log[k].to_numpy(np.int32) for k in ("day", "cohort", "user", "holdout")},
+    )
+
+
+def _check(p: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(p) - set(DEFAULTS))
+    if unknown:
+        raise UserInputError(f"recsim has no parameter(s) {unknown}; valid parameters: {sorted(DEFAULTS)}")
+    out = dict(p)
+    for name in ("users", "items", "categories", "latent_dim", "impressions_per_day", "cohorts", "scenarios"):
+        out[name] = _common.check_int(name, p[name], 1)
+    out["days"] = _common.check_int("days", p["days"], 3)
+    for name in ("validation_days", "test_days"):
+        out[name] = _common.check_int(name, p[name], 1)
+    if out["validation_days"] + out["test_days"] >= out["days"]:
+        raise UserInputError(
+            f"recsim needs training days: validation_days + test_days must be < days. "
+            f"Received: days={out['days']}, validation_days={out['validation_days']}, test_days={out['test_days']}"
+        )
+    for name in ("relatedness", "scenario_similarity"):
+        value = _common.check_float(name, p[name])
+        if not 0 <= value <= 1:
+            raise UserInputError(f"{name} must be in [0, 1]. Received: {name}={p[name]!r}")
+        out[name] = value
+    out["drift"] = _common.check_float("drift", p["drift"])
+    if not 0 <= out["drift"] <= 1:
+        raise UserInputError(f"drift must be in [0, 1]. Received: drift={p['drift']!r}")
+    out["popularity_skew"] = _common.check_float("popularity_skew", p["popularity_skew"])
+    if out["popularity_skew"] < 0:
+        raise UserInputError(f"popularity_skew must be >= 0. Received: popularity_skew={p['popularity_skew']!r}")
+    if p["policy"] not in POLICIES:
+        raise UserInputError(f"policy must be one of {list(POLICIES)}. Received: policy={p['policy']!r}")
+    out["holdout_cohort"] = _common.check_int("holdout_cohort", p["holdout_cohort"], -1)
+    if out["holdout_cohort"] >= out["cohorts"]:
+        raise UserInputError(
+            f"holdout_cohort must be -1 (none) or a cohort in [0, {out['cohorts'] - 1}]. "
+            f"Received: holdout_cohort={p['holdout_cohort']!r}"
+        )
+    out["holdout_day"] = _common.check_int("holdout_day", p["holdout_day"], 0)
+    return out

@@ -1,0 +1,105 @@
+"""The recommender simulator: determinism, its documented behaviour model, splits and the cohort holdout."""
+
+import numpy as np
+import pytest
+
+from mtl_bench.errors import UserInputError
+from mtl_bench.tasks import SUITES, recsim
+
+SMALL = dict(users=300, items=120, categories=6, days=5, impressions_per_day=1500)
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b = recsim.simulate(3, **SMALL).log, recsim.simulate(3, **SMALL).log
+    assert a.equals(b)
+    assert not a.equals(recsim.simulate(4, **SMALL).log)
+    d1, d2 = recsim.load(seed=3, **SMALL), recsim.load(seed=3, **SMALL)
+    for split in ("train", "validation", "test"):
+        s1, s2 = getattr(d1, split), getattr(d2, split)
+        for k in s1.features:
+            np.testing.assert_array_equal(s1.features[k], s2.features[k])
+        for k in s1.labels:
+            np.testing.assert_array_equal(s1.labels[k], s2.labels[k])
+
+
+@pytest.mark.parametrize("relatedness", [0.0, 0.3, 0.8, 1.0])
+def test_behaviour_scores_correlate_as_the_relatedness(relatedness):
+    # Uniform logging and many users and items: the sample correlation estimates the formula's r.
+    log = recsim.simulate(0, relatedness=relatedness, users=4000, items=4000, days=3, impressions_per_day=20000,
+                          policy="random", drift=0.0).log
+    corr = np.corrcoef(log[["score_click", "score_conversion", "score_like"]].to_numpy().T)
+    off = corr[np.triu_indices(3, 1)]
+    np.testing.assert_allclose(off, relatedness, atol=0.04)
+
+
+def test_conversions_never_occur_without_clicks_and_rates_follow_the_probabilities():
+    log = recsim.simulate(1, **SMALL).log
+    assert (log["conversion"] <= log["click"]).all()
+    assert log["conversion"].sum() > 0
+    for b in ("click", "like"):
+        # Bernoulli draws: the observed rate is within 4 standard errors of the mean probability.
+        se = np.sqrt((log[f"p_{b}"] * (1 - log[f"p_{b}"])).sum()) / len(log)
+        assert abs(log[b].mean() - log[f"p_{b}"].mean()) < 4 * se
+    expected = (log["p_click"] * log["p_conversion"]).mean()
+    assert abs(log["conversion"].mean() - expected) < 4 * np.sqrt(expected / len(log))
+
+
+def test_popularity_policy_concentrates_exposure():
+    random = recsim.simulate(0, **{**SMALL, "policy": "random"}).log["item"].value_counts(normalize=True)
+    popular = recsim.simulate(0, **{**SMALL, "policy": "popularity"}).log["item"].value_counts(normalize=True)
+    top = lambda shares: shares.sort_values(ascending=False).iloc[:12].sum()  # noqa: E731
+    assert top(popular) > 2 * top(random)
+
+
+def test_cohort_zero_keeps_its_interests_and_drifting_cohorts_do_not():
+    world = recsim.simulate(0, **{**SMALL, "drift": 0.5, "relatedness": 1.0})
+    log = world.log
+    # Same (user, item) pair on two days: the score changes only when the user's cohort drifts.
+    pairs = log.groupby(["user", "item"])["score_click"].agg(["min", "max", "count"])
+    pairs = pairs[pairs["count"] > 1].join(log.groupby("user")["cohort"].first(), on="user")
+    spread = (pairs["max"] - pairs["min"]).groupby(pairs["cohort"]).max()
+    assert spread.loc[0] == pytest.approx(0.0, abs=1e-12)
+    assert (spread.drop(0) > 0.01).all()
+
+
+def test_holdout_flags_exactly_the_cohort_from_its_day_and_stops_its_drift():
+    world = recsim.simulate(0, **{**SMALL, "holdout_cohort": 2, "holdout_day": 3, "drift": 0.5})
+    log = world.log
+    expected = (log["cohort"] == 2) & (log["day"] >= 3)
+    np.testing.assert_array_equal(log["holdout"].to_numpy() == 1, expected.to_numpy())
+    data = recsim.load(seed=0, **{**SMALL, "holdout_cohort": 2, "holdout_day": 3})
+    for split in (data.train, data.validation, data.test):
+        meta = split.meta
+        np.testing.assert_array_equal(meta["holdout"] == 1, (meta["cohort"] == 2) & (meta["day"] >= 3))
+    # The held-out cohort's users keep existing: they have rows (flagged) in the later days.
+    assert (data.test.meta["cohort"] == 2).any()
+
+
+def test_time_split_and_features():
+    data = recsim.load(seed=0, **SMALL)
+    assert set(data.train.meta["day"]) == {0, 1, 2}
+    assert set(data.validation.meta["day"]) == {3} and set(data.test.meta["day"]) == {4}
+    assert len(data.train) == 3 * 1500
+    assert data.features.categorical == ("user_id", "item_id", "category")
+    assert [t.name for t in data.tasks] == ["click", "conversion", "like"]
+    assert all(t.kind == "binary" for t in data.tasks)
+    assert "recsim" in SUITES
+    multi = recsim.load(seed=0, **SMALL, scenarios=3)
+    assert multi.features.categorical[-1] == "scenario"
+    assert multi.variant == {"relatedness": 0.5, **SMALL, "scenarios": 3}
+
+
+@pytest.mark.parametrize(
+    "params, needle",
+    [
+        (dict(relatedness=1.5), "relatedness must be in [0, 1]"),
+        (dict(policy="model"), "policy must be one of ['random', 'popularity']"),
+        (dict(days=3, validation_days=1, test_days=2), "validation_days + test_days must be < days"),
+        (dict(holdout_cohort=9), "holdout_cohort must be -1 (none) or a cohort in [0, 3]"),
+        (dict(users=0), "users must be an integer >= 1"),
+    ],
+)
+def test_bad_parameters(params, needle):
+    with pytest.raises(UserInputError) as err:
+        recsim.load(**params)
+    assert needle in str(err.value) and "Received" in str(err.value)
