@@ -497,21 +497,18 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
         lo = r.median_change - r.median_ci_low if np.isfinite(r.median_ci_low) else 0.0
         hi = r.median_ci_high - r.median_change if np.isfinite(r.median_ci_high) else 0.0
         left.errorbar(r.median_change, y[k], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3)
-        # The measure the remedy targets: the update's conflict for conflict remedies, forgetting otherwise.
-        column = "update_conflict_change" if r.family == "conflict" else (
-            "sequential_forgetting_change" if r.regime == "sequential" else "forgetting_rate_change")
-        value = getattr(r, column)
-        if np.isfinite(value):
-            right.barh(y[k], value, color=color, alpha=0.7)
-            right.annotate(column.removesuffix("_change"), (value, y[k]), fontsize=7, va="center",
-                           xytext=(3 if value >= 0 else -3, 0), textcoords="offset points",
-                           ha="left" if value >= 0 else "right")
-    for ax in (left, right):
-        ax.axvline(0, color="black", linewidth=0.8)
+        # Scale-free: how often the remedy lowered the measure its family targets.
+        if np.isfinite(r.target_lowered_share):
+            right.barh(y[k], r.target_lowered_share, color=color, alpha=0.7)
+            right.annotate(r.target_measure, (r.target_lowered_share, y[k]), fontsize=7, va="center",
+                           xytext=(3, 0), textcoords="offset points")
+    left.axvline(0, color="black", linewidth=0.8)
+    right.axvline(0.5, color="gray", linewidth=0.8, linestyle="--")
+    right.set_xlim(0, 1.35)
     left.set_yticks(y, labels)
     left.set_xscale("symlog", linthresh=1.0)  # sequential Δm changes run to thousands of points, joint ones to a few
-    left.set_xlabel(f"median Δm change vs {baseline} (percent points, symlog; > 0 = less negative transfer)")
-    right.set_xlabel("change in the targeted measure (< 0 = the remedy did its job)")
+    left.set_xlabel(f"median Δm change vs {baseline} (points, symlog; > 0 = less negative transfer)")
+    right.set_xlabel("share of seeds where the remedy lowered its targeted measure")
     handles = [left.plot([], [], "o", color=c)[0] for c in families.values()]
     left.legend(handles, list(families), fontsize=8, loc="best")
     fig.suptitle("Interventions: does removing the mechanism remove negative transfer? "

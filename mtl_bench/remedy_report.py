@@ -25,7 +25,11 @@ mean over clusters of the change in:
 ``lowers_conflict`` / ``lowers_forgetting`` are true when the sign-test 95%
 interval of the median change of a conflict measure (update conflict, conflict
 rate) / a forgetting measure (forgetting rate, sequential forgetting, output
-drift) lies below 0: the remedy did remove its mechanism.
+drift) lies below 0: the remedy did remove its mechanism. ``target_measure``
+is the measure a remedy of its family targets first (conflict remedies: the
+raw conflict rate; forgetting remedies: the forgetting rate in the joint
+regime, sequential forgetting in the sequential one) and
+``target_lowered_share`` the share of clusters where the remedy lowered it.
 
 The baselines are ``none`` (static weights) and, when run, ``equal``; following
 Xin et al. 2022 and Kurin et al. 2022 a remedy only helps when it helps against
@@ -59,6 +63,7 @@ COLUMNS = [
     "regime", "remedy", "family", "baseline", "n", "wins", "delta_m_change", "ci_low", "ci_high",
     "median_change", "median_ci_low", "median_ci_high", "helps",
     *[f"{c}_change" for c, _, _ in CHANGES], "baseline_update_conflict", "lowers_conflict", "lowers_forgetting",
+    "target_measure", "target_lowered_share",
 ]
 CONFLICT_MEASURES = ("update_conflict", "conflict_rate")
 FORGETTING_MEASURES = ("forgetting_rate", "sequential_forgetting", "output_drift")
@@ -135,10 +140,22 @@ def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataF
                     row[f"{column}_change"] = float(values.mean()) if values.notna().any() else np.nan
                 for flag, names in (("lowers_conflict", CONFLICT_MEASURES), ("lowers_forgetting", FORGETTING_MEASURES)):
                     row[flag] = any(median_ci(clusters[c].tolist())[2] < 0 for c in names)
+                target = _target(row["family"], regime)
+                values = clusters[target].dropna() if target else pd.Series(dtype=float)
+                row["target_measure"] = target or ""
+                row["target_lowered_share"] = float((values < 0).mean()) if len(values) else np.nan
                 base_conflict = clusters["base_update_conflict"]
                 row["baseline_update_conflict"] = float(base_conflict.mean()) if base_conflict.notna().any() else np.nan
                 rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _target(family: str, regime: str) -> str | None:
+    if family == "conflict":
+        return "conflict_rate"
+    if family == "forgetting":
+        return "sequential_forgetting" if regime == "sequential" else "forgetting_rate"
+    return None
 
 
 def _order(name: str) -> int:

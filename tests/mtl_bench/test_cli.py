@@ -35,7 +35,8 @@ def test_run_writes_run_dir_and_prints_table(tmp_path, capsys):
     [
         (["run", "--suite", "nope"], "valid suites"),
         (["run", "--arch", "mmoe,bogus"], "bogus"),
-        (["run", "--regime", "daily"], "valid regimes"),
+        (["run", "--regime", "hourly"], "valid regimes"),
+        (["run", "--regime", "daily"], "regime 'daily' needs a suite with days"),
         (["run", "--epochs", "0"], "epochs"),
         (["run", "--epochs", "three"], "--epochs"),
         (["run", "--suite", "census-income", "--group", "age"], "group"),
