@@ -9,8 +9,9 @@ training (cohort 0 never drifts in ``recsim``):
   training through day ``H - 1`` (the last day with the cohort's data);
 * ``half_life_days``: the first ``t - H`` (``t > H``) at which the lift of the
   seed-averaged AUC curve is at most half of ``start_lift``; NaN when that
-  never happens within the ``horizon_days`` the run covers (the table's
-  ``censored`` column is then true).
+  never happens within the ``horizon_days`` the run covers. ``status`` says
+  which: ``halved``, ``not halved``, or ``no lift`` when the cohort was not
+  predicted better than random to begin with.
 
 The lift is averaged over seeds first, so one noisy seed cannot end the curve early.
 """
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ["suite", "arch", "remedy", "task", "cohort", "role", "start_day", "start_lift", "end_lift",
-           "half_life_days", "censored", "horizon_days", "n_seeds"]
+           "half_life_days", "status", "horizon_days", "n_seeds"]
 
 
 def half_life_table(cohorts: pd.DataFrame, variant_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -52,9 +53,10 @@ def half_life_table(cohorts: pd.DataFrame, variant_columns: Sequence[str] = ()) 
             later = lift[lift.index > start]
             halved = later[later <= first / 2] if first > 0 else later.iloc[:0]
             half = float(halved.index[0] - start) if len(halved) else float("nan")
+            status = "no lift" if first <= 0 else "halved" if len(halved) else "not halved"
             rows.append({**dict(zip(keys, key)), "cohort": cohort, "role": role, "start_day": start,
                          "start_lift": first, "end_lift": float(lift.iloc[-1]), "half_life_days": half,
-                         "censored": not len(halved), "horizon_days": int(lift.index.max() - start),
+                         "status": status, "horizon_days": int(lift.index.max() - start),
                          "n_seeds": int(curve["seed"].nunique())})
     return pd.DataFrame(rows, columns=columns)
 
@@ -74,7 +76,9 @@ def half_life_lines(table: pd.DataFrame) -> str:
                 return "no control cohort"
             r = part.loc[role]
             lift = f"AUC lift {r['start_lift']:+.3f} → {r['end_lift']:+.3f}"
-            if r["censored"]:
+            if r["status"] == "no lift":
+                return f"{lift}: no lift over random to lose"
+            if r["status"] == "not halved":
                 return f"{lift}, not halved within {r['horizon_days']} days"
             return f"{lift}, halved after {r['half_life_days']:.0f} days"
 

@@ -12,7 +12,7 @@ import tomli_w
 from mtl_bench.errors import UserInputError
 
 SINGLE_BASELINES = ("single_task", "same_arch")
-EXPERIMENTS = ("", "cohort")
+EXPERIMENTS = ("", "cohort", "sparse-dense")
 
 
 @dataclasses.dataclass
@@ -52,9 +52,11 @@ class RunConfig:
             ``{"replay": {"share": 0.2}}``).
         pretrain_days: Daily regime: days of pre-training; 0 = half the training days.
         epochs_per_day: Daily regime: passes over each later day's rows.
-        experiment: ``""`` or ``"cohort"``: the cohort-forgetting experiment on
-            the ``recsim`` suite (held-out cohort defaults: cohort 1 from the
-            first day after pre-training; see :func:`mtl_bench.runner.resolve`).
+        experiment: ``""``, ``"cohort"`` (the cohort-forgetting experiment on
+            the ``recsim`` suite; held-out cohort defaults: cohort 1 from the
+            first day after pre-training; see :func:`mtl_bench.runner.resolve`)
+            or ``"sparse-dense"`` (a sweep of cohort experiments from embedding
+            to dense parameters; see :mod:`mtl_bench.sparse_dense`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.

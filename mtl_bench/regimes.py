@@ -102,7 +102,7 @@ def _row(phase: int, epoch: int, stage: str, task: str, split: str, metric: str,
 
 
 def trainable(split: Split) -> Split:
-    """The rows a regime may train on: all but the cohort experiment's held-out rows."""
+    """The rows a regime may train or select on: all but the cohort experiment's held-out rows."""
     holdout = split.meta.get("holdout")
     return split if holdout is None or not holdout.any() else split.take(np.flatnonzero(holdout == 0))
 
@@ -147,7 +147,7 @@ def _fit(
         callbacks.append(probe)
     fit = trainer.fit(
         train,
-        job.data.validation,
+        trainable(job.data.validation),  # held-out rows select nothing either
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         seed=seed,
@@ -304,9 +304,11 @@ class DailyRegime(Regime):
     """Production-style incremental training on a suite with days (``recsim``).
 
     Phase 0 pre-trains on the training days up to :func:`pretrain_last_day`
-    with early stopping on validation. Each later training day ``d`` is one
-    phase: the same model and optimizer continue for ``epochs_per_day`` passes
-    over day ``d``'s rows (no model selection, as in production). After every
+    with early stopping on the validation split's rows that are not held out
+    (the held-out cohort's labels never select anything). Each later training
+    day ``d`` is one phase: the same model and optimizer continue for
+    ``epochs_per_day`` passes over day ``d``'s rows and keep the last pass's
+    weights (no model selection, as in production). After every
     phase, every task is evaluated on the next day's rows (the validation
     split after the last training day), overall and per user cohort: the
     ``daily`` rows. Held-out rows (the cohort experiment) never train but are
@@ -327,6 +329,7 @@ class DailyRegime(Regime):
         days = sorted(set(int(d) for d in data.train.meta["day"]))
         last_pretrain = pretrain_last_day(days, cfg.pretrain_days)
         trainer = Trainer(model, data.tasks, learning_rate=cfg.learning_rate, seed=job.seed)
+        selection = trainable(data.validation)
         phases = [(days[0], last_pretrain)] + [(d, d) for d in days if d > last_pretrain]
         fit = None
         for phase, (first, last) in enumerate(phases):
@@ -335,13 +338,14 @@ class DailyRegime(Regime):
             probe = _probe(job, model, phase, trainer.combination)
             fit = trainer.fit(
                 rows,
-                data.validation,
+                selection,
                 epochs=cfg.epochs if pretraining else cfg.epochs_per_day,
                 batch_size=cfg.batch_size,
                 seed=job.seed + 7919 * phase,
                 patience=cfg.patience if pretraining else 0,
                 callbacks=[probe] if probe is not None else [],
                 steps_per_call=cfg.probe_every if probe is not None else 0,
+                restore_best=pretraining,
             )
             if probe is not None:
                 result.probe.extend(probe.records)

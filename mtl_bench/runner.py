@@ -156,6 +156,12 @@ def resolve(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, suite_params=params)
 
 
+def _experiment_notes(config: RunConfig, notes: list[str]) -> None:
+    if config.experiment == "cohort" and set(config.regimes) - {"daily"}:
+        _note(notes, "experiment 'cohort': every regime trains without the held-out cohort's rows from the holdout "
+                     "day, in a world where that cohort's interests do not drift")
+
+
 def plan(config: RunConfig) -> Plan:
     """Validates every name in ``config`` and expands the grid; loads each variant once to learn its tasks.
 
@@ -183,6 +189,11 @@ def plan(config: RunConfig) -> Plan:
         _check_arch_params(config, data)
         if "daily" in config.regimes and "day" not in data.train.meta:
             raise UserInputError(f"regime 'daily' needs a suite with days (recsim); suite {config.suite!r} has none")
+        if "daily" in config.regimes:
+            days = sorted(set(data.train.meta["day"].tolist()))
+            if days != list(range(days[0], days[-1] + 1)):
+                raise UserInputError(f"regime 'daily' needs every training day; max_train_rows left days {days}")
+        _experiment_notes(config, notes)
         remedies = _remedies(config, data, notes)
         for column in data.variant:
             if column not in variant_columns:
@@ -327,6 +338,13 @@ def run(
     Raises:
         UserInputError: For invalid configuration (nothing is written then).
     """
+    if config.experiment == "sparse-dense":
+        from mtl_bench import sparse_dense
+
+        out_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+        if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()):
+            raise UserInputError(f"run directory {out_dir} exists and is not empty; use --resume {out_dir} or another --out")
+        return sparse_dense.run(config, out_dir, progress=progress, in_process=in_process)
     config = resolve(config)
     the_plan = plan(config)
     run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
@@ -354,6 +372,10 @@ def run(
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
     """Continues an interrupted run, skipping the cells already committed to disk."""
     run_dir = Path(run_dir)
+    if (run_dir / "config.toml").is_file() and (run_dir / "points.csv").is_file():
+        from mtl_bench import sparse_dense
+
+        return sparse_dense.run(RunConfig.from_toml(run_dir / "config.toml"), run_dir, progress=progress, in_process=in_process)
     if not (run_dir / "config.toml").is_file() or not (run_dir / "manifest.json").is_file():
         raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
     config = resolve(RunConfig.from_toml(run_dir / "config.toml"))

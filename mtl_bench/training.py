@@ -238,6 +238,7 @@ class Trainer:
         patience: int = 2,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         steps_per_call: int = 0,
+        restore_best: bool = True,
     ) -> FitResult:
         """Trains with early stopping on the validation loss and restores the best epoch's weights.
 
@@ -257,6 +258,8 @@ class Trainer:
             steps_per_call: Steps run in one compiled call at most; 0 = a whole epoch.
                 Each epoch is a seeded permutation of the training rows cut
                 into full batches.
+            restore_best: Restore the best validation epoch's weights at the end;
+                False keeps the last epoch's (no model selection at all).
 
         Returns:
             The epoch history, the selected (1-based) epoch and the number of steps.
@@ -324,7 +327,10 @@ class Trainer:
                     break
         if best_weights is None:  # validation loss never finite
             raise TrainingDiverged("validation loss is not finite at any epoch")
-        for v, w in zip(self.model.weights, best_weights):
-            v.assign(w)
+        if restore_best:
+            for v, w in zip(self.model.weights, best_weights):
+                v.assign(w)
+        else:
+            best_epoch = len(history)
         cb.on_train_end()
         return FitResult(history, best_epoch, step)

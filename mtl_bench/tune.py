@@ -748,8 +748,9 @@ def _arm(name: str, regime: str) -> tuple[str, str]:
 
 
 def _check(config: RunConfig, regime: str, objective: str, n_trials: int, workers: int, pruner: str) -> None:
-    if regime not in REGIMES:
-        raise UserInputError(f"unknown regime {regime!r}; valid regimes: {sorted(REGIMES)}")
+    tunable = sorted(set(REGIMES) - {"daily"})  # the daily regime has no per-epoch report to prune on
+    if regime not in tunable:
+        raise UserInputError(f"unknown or untunable regime {regime!r}; valid regimes: {tunable}")
     if objective not in OBJECTIVES:
         raise UserInputError(f"unknown objective {objective!r}; valid objectives: {sorted(OBJECTIVES)}")
     if pruner not in PRUNERS:
@@ -758,6 +759,8 @@ def _check(config: RunConfig, regime: str, objective: str, n_trials: int, worker
         raise UserInputError(f"trials and workers must be >= 1. Received: trials={n_trials}, workers={workers}")
     if any(isinstance(v, list) for v in config.suite_params.values()):
         raise UserInputError(f"tuning needs one suite variant; suite_params sweeps {config.suite_params}")
+    if config.experiment:
+        raise UserInputError(f"tuning runs no experiment; drop experiment={config.experiment!r} from the config")
 
 
 @dataclasses.dataclass

@@ -34,8 +34,8 @@ uniformly.
 
 The cohort experiment (``holdout_cohort >= 0``): rows of that cohort from day
 ``holdout_day`` on get ``meta["holdout"] = 1``, and the cohort's drift is
-switched off, so any decay of its predictions is forgetting, not interest
-change. Regimes never train on holdout rows; they are evaluated like any other.
+switched off for the whole simulation, so any decay of its predictions is
+forgetting, not interest change. Regimes never train on holdout rows; they are evaluated like any other.
 
 Splits are by time: the last ``test_days`` days are the test split, the
 ``validation_days`` before them the validation split, earlier days train; rows
@@ -64,12 +64,12 @@ BEHAVIOURS = ("click", "conversion", "like")
 POLICIES = ("random", "popularity")
 DEFAULTS: dict[str, Any] = {
     "relatedness": 0.5,
-    "users": 2000,
-    "items": 600,
+    "users": 500,
+    "items": 300,
     "categories": 12,
     "latent_dim": 8,
-    "days": 10,
-    "impressions_per_day": 6000,
+    "days": 12,
+    "impressions_per_day": 8000,
     "scenarios": 1,
     "scenario_similarity": 0.5,
     "cohorts": 4,
@@ -175,12 +175,12 @@ def load(
     *,
     seed: int = 0,
     relatedness: float = 0.5,
-    users: int = 2000,
-    items: int = 600,
+    users: int = 500,
+    items: int = 300,
     categories: int = 12,
     latent_dim: int = 8,
-    days: int = 10,
-    impressions_per_day: int = 6000,
+    days: int = 12,
+    impressions_per_day: int = 8000,
     scenarios: int = 1,
     scenario_similarity: float = 0.5,
     cohorts: int = 4,
@@ -279,4 +279,6 @@ def _check(p: dict[str, Any]) -> dict[str, Any]:
             f"Received: holdout_cohort={p['holdout_cohort']!r}"
         )
     out["holdout_day"] = _common.check_int("holdout_day", p["holdout_day"], 0)
+    if out["holdout_cohort"] >= 0 and out["cohorts"] < 2:
+        raise UserInputError(f"a held-out cohort needs cohorts >= 2 (others must keep training). Received: cohorts={p['cohorts']!r}")
     return out

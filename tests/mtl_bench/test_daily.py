@@ -91,9 +91,44 @@ def test_half_life_from_hand_made_curves():
                          task="click", auc=0.70))
     table = half_life_table(pd.DataFrame(rows)).set_index("role")
     assert table.loc["heldout", "start_lift"] == pytest.approx(0.2)
-    assert table.loc["heldout", "half_life_days"] == 2 and not table.loc["heldout", "censored"]
-    assert np.isnan(table.loc["control", "half_life_days"]) and table.loc["control", "censored"]
+    assert table.loc["heldout", "half_life_days"] == 2 and table.loc["heldout", "status"] == "halved"
+    assert np.isnan(table.loc["control", "half_life_days"]) and table.loc["control", "status"] == "not halved"
     assert table.loc["control", "horizon_days"] == 3
+
+
+def test_no_lift_is_not_reported_as_kept():
+    rows = [dict(suite="recsim", arch="mmoe", remedy="none", seed=0, day=d, cohort=1, heldout=True, task="click",
+                 auc=0.48) for d in (3, 4)]
+    table = half_life_table(pd.DataFrame(rows))
+    assert table["status"].tolist() == ["no lift"]
+
+
+def test_daily_never_trains_or_selects_on_held_out_rows(monkeypatch, tmp_path):
+    from mtl_bench.training import Trainer
+
+    seen = []
+    original = Trainer.fit
+
+    def spy(self, train, validation, **kw):
+        seen.append((train.meta["holdout"].sum(), validation.meta["holdout"].sum(), kw.get("restore_best", True)))
+        return original(self, train, validation, **kw)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    runner.run(_config(experiment="cohort", archs=["mmoe"], regimes=["daily", "joint"], probe_every=0),
+               out=tmp_path / "r", in_process=True, progress=None)
+    assert len(seen) == 3 + 1  # daily: pre-training (days 0-1), days 2 and 3; then the joint cell
+    assert all(train == 0 and validation == 0 for train, validation, _ in seen)
+    # Only pre-training (and the joint cell) restore a best epoch; daily steps keep their last weights.
+    assert [restore for *_, restore in seen].count(False) == 2
+
+
+def test_one_day_daily_run_without_experiment(tmp_path):
+    # Train days 0-2: pre-training on days 0-1, then a single daily step on day 2, judged on day 3 (validation).
+    config = _config(suite_params={**TINY, "days": 5}, archs=["shared_bottom"])
+    run_dir = runner.run(config, out=tmp_path / "r", in_process=True, progress=None)
+    daily = pd.read_csv(run_dir / "daily.csv", keep_default_na=False, na_values=[""])
+    assert sorted(set(zip(daily["phase"], daily["day"]))) == [(0, 2), (1, 3)]
+    assert not daily["heldout"].astype(str).eq("True").any()
 
 
 def test_daily_needs_a_suite_with_days(tmp_path):

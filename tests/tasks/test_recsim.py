@@ -32,6 +32,16 @@ def test_behaviour_scores_correlate_as_the_relatedness(relatedness):
     np.testing.assert_allclose(off, relatedness, atol=0.04)
 
 
+def test_label_correlation_grows_with_relatedness():
+    def corr(r):
+        log = recsim.simulate(0, relatedness=r, users=2000, items=2000, days=3, impressions_per_day=20000,
+                              policy="random", drift=0.0).log
+        return np.corrcoef(log["click"], log["like"])[0, 1]
+
+    low, mid, high = corr(0.0), corr(0.5), corr(1.0)
+    assert abs(low) < 0.02 < mid < high
+
+
 def test_conversions_never_occur_without_clicks_and_rates_follow_the_probabilities():
     log = recsim.simulate(1, **SMALL).log
     assert (log["conversion"] <= log["click"]).all()
