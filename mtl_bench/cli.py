@@ -90,9 +90,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--task-weight", action="append", type=_param, default=[], metavar="TASK=WEIGHT",
         help="static loss weight of a task (e.g. tuned by mtl-bench tune); repeatable",
     )
-    run.add_argument("--experiment", choices=["cohort", "sparse-dense"],
+    run.add_argument("--experiment", choices=["cohort", "sparse-dense", "policy"],
                      help="cohort: hold one user cohort out of daily training and follow its AUC (recsim, daily "
-                     "regime); sparse-dense: that experiment swept from embedding to dense parameters")
+                     "regime); sparse-dense: that experiment swept from embedding to dense parameters; policy: "
+                     "logged vs on-policy vs REINFORCE training in the simulator")
     run.add_argument("--pretrain-days", type=int, metavar="N", help="daily regime: days of pre-training (0 = half)")
     run.add_argument("--epochs-per-day", type=int, metavar="N", help="daily regime: passes over each later day")
     run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
@@ -229,11 +230,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = runner.resume(args.resume, progress=progress)
     else:
         run_dir = runner.run(_run_config(args), out=args.out, progress=progress)
-    if (run_dir / "sparse_dense.md").is_file():
-        if not args.quiet:
-            print((run_dir / "sparse_dense.md").read_text())
-        print(f"experiment directory: {run_dir} (one run per point under {run_dir / 'points'})")
-        return 0
+    for name in ("sparse_dense.md", "policy.md"):
+        if (run_dir / name).is_file():
+            if not args.quiet:
+                print((run_dir / name).read_text())
+            print(f"experiment directory: {run_dir}")
+            return 0
     if not args.quiet:
         import pandas as pd
 

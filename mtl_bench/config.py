@@ -12,7 +12,7 @@ import tomli_w
 from mtl_bench.errors import UserInputError
 
 SINGLE_BASELINES = ("single_task", "same_arch")
-EXPERIMENTS = ("", "cohort", "sparse-dense")
+EXPERIMENTS = ("", "cohort", "sparse-dense", "policy")
 
 
 @dataclasses.dataclass
@@ -55,8 +55,9 @@ class RunConfig:
         experiment: ``""``, ``"cohort"`` (the cohort-forgetting experiment on
             the ``recsim`` suite; held-out cohort defaults: cohort 1 from the
             first day after pre-training; see :func:`mtl_bench.runner.resolve`)
-            or ``"sparse-dense"`` (a sweep of cohort experiments from embedding
-            to dense parameters; see :mod:`mtl_bench.sparse_dense`).
+            ``"sparse-dense"`` (a sweep of cohort experiments from embedding
+            to dense parameters; see :mod:`mtl_bench.sparse_dense`) or
+            ``"policy"`` (on-policy vs logged data; see :mod:`mtl_bench.policy`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.

@@ -338,12 +338,14 @@ def run(
     Raises:
         UserInputError: For invalid configuration (nothing is written then).
     """
-    if config.experiment == "sparse-dense":
-        from mtl_bench import sparse_dense
+    if config.experiment in ("sparse-dense", "policy"):
+        from mtl_bench import policy, sparse_dense
 
         out_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
-        if out_dir.exists() and out_dir.is_dir() and any(out_dir.iterdir()):
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise UserInputError(f"run directory {out_dir} exists and is not empty; use --resume {out_dir} or another --out")
+        if config.experiment == "policy":
+            return policy.run(config, out_dir, progress=progress)
         return sparse_dense.run(config, out_dir, progress=progress, in_process=in_process)
     config = resolve(config)
     the_plan = plan(config)
@@ -372,6 +374,12 @@ def run(
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
     """Continues an interrupted run, skipping the cells already committed to disk."""
     run_dir = Path(run_dir)
+    if (run_dir / "config.toml").is_file() and not (run_dir / "manifest.json").is_file():
+        config = RunConfig.from_toml(run_dir / "config.toml")
+        if config.experiment == "policy":
+            from mtl_bench import policy
+
+            return policy.run(config, run_dir, progress=progress)  # each arm is short: run again
     if (run_dir / "config.toml").is_file() and (run_dir / "points.csv").is_file():
         from mtl_bench import sparse_dense
 

@@ -91,8 +91,100 @@ class World:
     params: dict[str, Any]
 
 
+class Simulator:
+    """The world, day by day: the state behind :func:`simulate`, for experiments that choose what is shown.
+
+    ``Simulator(seed, **params)`` draws users, items, categories and the
+    behaviour functions; :meth:`next_day` applies a day's interest drift;
+    :meth:`requests` draws a day's impression slots (user, scenario,
+    position, hour); :meth:`logging_items` fills them with the logging policy;
+    :meth:`outcomes` draws the behaviours of any (slot, item) pairs.
+    """
+
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        p = _check({**DEFAULTS, **params})
+        self.params = p
+        d = p["latent_dim"]
+        rng_world, self._rng_drift, self._rng_log, self._rng_labels = np.random.default_rng(seed).spawn(4)
+        n_blocks = 1 + len(BEHAVIOURS) * (1 + (p["scenarios"] if p["scenarios"] > 1 else 0))
+        # Block 0 is shared; block 1 + b is behaviour b's; then one block per (behaviour, scenario).
+        category_blocks = rng_world.standard_normal((n_blocks, p["categories"], d))
+        self.item_category = rng_world.integers(0, p["categories"], p["items"])
+        self.item_blocks = np.sqrt(0.5) * category_blocks[:, self.item_category] + np.sqrt(0.5) * rng_world.standard_normal(
+            (n_blocks, p["items"], d))
+        self.user_blocks = rng_world.standard_normal((n_blocks, p["users"], d))
+        self.activity = rng_world.lognormal(0.0, 0.5, p["users"])
+        rank = rng_world.permutation(p["items"]) + 1
+        popularity = rank.astype(np.float64) ** -p["popularity_skew"]
+        self.popularity = popularity / popularity.sum()
+        self.scenario_bias = rng_world.normal(0.0, 0.5, max(p["scenarios"], 1)) if p["scenarios"] > 1 else np.zeros(1)
+        self.cohort = np.arange(p["users"]) % p["cohorts"]
+        rate = p["drift"] * self.cohort / max(p["cohorts"] - 1, 1)
+        if p["holdout_cohort"] >= 0:
+            rate = np.where(self.cohort == p["holdout_cohort"], 0.0, rate)
+        self.rate = rate
+        self.day = 0
+
+    def next_day(self) -> None:
+        """Moves to the next day: every cohort's interests drift at its rate."""
+        noise = self._rng_drift.standard_normal(self.user_blocks.shape)
+        self.user_blocks = np.sqrt(1 - self.rate**2)[None, :, None] * self.user_blocks + self.rate[None, :, None] * noise
+        self.day += 1
+
+    def requests(self, n: int) -> dict[str, np.ndarray]:
+        """``n`` impression slots of the current day: ``user, scenario, position, hour``."""
+        p = self.params
+        users = self._rng_log.integers(0, p["users"], n)
+        return {"user": users, "scenario": self._rng_log.integers(0, max(p["scenarios"], 1), n),
+                "position": self._rng_log.integers(1, 6, n), "hour": self._rng_log.integers(0, 24, n)}
+
+    def logging_items(self, n: int, policy: str | None = None, k: int = 1) -> np.ndarray:
+        """``(n,)`` items (``(n, k)`` candidates when ``k > 1``) drawn by a logging policy (default the world's)."""
+        policy = policy or self.params["policy"]
+        size = (n, k) if k > 1 else n
+        if policy == "random":
+            return self._rng_log.integers(0, self.params["items"], size)
+        return self._rng_log.choice(self.params["items"], size, p=self.popularity)
+
+    def outcomes(self, slots: dict[str, np.ndarray], items: np.ndarray) -> pd.DataFrame:
+        """The impressions of ``items`` in ``slots``: true scores, probabilities and drawn behaviours."""
+        p, d = self.params, self.params["latent_dim"]
+        users, scenario, position = slots["user"], slots["scenario"], slots["position"]
+        n = len(users)
+        dot = lambda k: np.einsum("nd,nd->n", self.user_blocks[k, users], self.item_blocks[k, items]) / np.sqrt(d)  # noqa: E731
+        shared = dot(0)
+        row = {"day": np.full(n, self.day), "scenario": scenario, "user": users, "cohort": self.cohort[users],
+               "item": items, "category": self.item_category[items], "position": position, "hour": slots["hour"],
+               "activity": self.activity[users], "popularity": self.popularity[items]}
+        r = p["relatedness"]
+        for b, name in enumerate(BEHAVIOURS):
+            own = dot(1 + b)
+            if p["scenarios"] > 1:
+                base = 1 + len(BEHAVIOURS) + b * p["scenarios"]
+                per_scenario = np.stack([dot(base + s) for s in range(p["scenarios"])])[scenario, np.arange(n)]
+                g = p["scenario_similarity"]
+                own = np.sqrt(g) * own + np.sqrt(1 - g) * per_scenario
+            row[f"score_{name}"] = np.sqrt(r) * shared + np.sqrt(1 - r) * own
+        logit = {
+            "click": -1.0 + 1.5 * row["score_click"] - 0.25 * (position - 1) + 0.3 * np.log(self.activity[users])
+            + self.scenario_bias[scenario],
+            "conversion": -1.0 + 1.5 * row["score_conversion"],
+            "like": -1.5 + 1.5 * row["score_like"],
+        }
+        for name in BEHAVIOURS:
+            row[f"p_{name}"] = 1.0 / (1.0 + np.exp(-logit[name]))
+        draws = self._rng_labels.random((len(BEHAVIOURS), n))
+        click = draws[0] < row["p_click"]
+        row["click"] = click.astype(np.int8)
+        row["conversion"] = (click & (draws[1] < row["p_conversion"])).astype(np.int8)
+        row["like"] = (draws[2] < row["p_like"]).astype(np.int8)
+        frame = pd.DataFrame(row)
+        frame["holdout"] = ((frame["cohort"] == p["holdout_cohort"]) & (frame["day"] >= p["holdout_day"])).astype(np.int8)
+        return frame
+
+
 def simulate(seed: int = 0, **params: Any) -> World:
-    """Draws the world and its impression log (see the module docstring for the model).
+    """Draws the world and its impression log under the logging policy (see the module docstring).
 
     Args:
         seed: Seed of every draw; each component has its own spawned stream.
@@ -103,72 +195,14 @@ def simulate(seed: int = 0, **params: Any) -> World:
         position, hour, activity, popularity, score_<b>, p_<b>`` and one 0/1
         column per behaviour, plus ``holdout``.
     """
-    p = _check({**DEFAULTS, **params})
-    d = p["latent_dim"]
-    rng_world, rng_drift, rng_log, rng_labels = np.random.default_rng(seed).spawn(4)
-    n_blocks = 1 + len(BEHAVIOURS) * (1 + (p["scenarios"] if p["scenarios"] > 1 else 0))
-    # Block 0 is shared; block 1 + b is behaviour b's; then one block per (behaviour, scenario).
-    category_blocks = rng_world.standard_normal((n_blocks, p["categories"], d))
-    item_category = rng_world.integers(0, p["categories"], p["items"])
-    item_blocks = np.sqrt(0.5) * category_blocks[:, item_category] + np.sqrt(0.5) * rng_world.standard_normal(
-        (n_blocks, p["items"], d))
-    user_blocks = rng_world.standard_normal((n_blocks, p["users"], d))
-    activity = rng_world.lognormal(0.0, 0.5, p["users"])
-    rank = rng_world.permutation(p["items"]) + 1
-    popularity = rank.astype(np.float64) ** -p["popularity_skew"]
-    popularity /= popularity.sum()
-    scenario_bias = rng_world.normal(0.0, 0.5, max(p["scenarios"], 1)) if p["scenarios"] > 1 else np.zeros(1)
-
-    cohort = np.arange(p["users"]) % p["cohorts"]
-    rate = p["drift"] * cohort / max(p["cohorts"] - 1, 1)
-    if p["holdout_cohort"] >= 0:
-        rate = np.where(cohort == p["holdout_cohort"], 0.0, rate)
-
-    per_day = p["impressions_per_day"]
+    sim = Simulator(seed, **params)
     frames = []
-    for day in range(p["days"]):
+    for day in range(sim.params["days"]):
         if day > 0:
-            noise = rng_drift.standard_normal(user_blocks.shape)
-            user_blocks = np.sqrt(1 - rate**2)[None, :, None] * user_blocks + rate[None, :, None] * noise
-        users = rng_log.integers(0, p["users"], per_day)
-        if p["policy"] == "random":
-            items = rng_log.integers(0, p["items"], per_day)
-        else:
-            items = rng_log.choice(p["items"], per_day, p=popularity)
-        scenario = rng_log.integers(0, max(p["scenarios"], 1), per_day)
-        position = rng_log.integers(1, 6, per_day)
-        hour = rng_log.integers(0, 24, per_day)
-        dot = lambda k: np.einsum("nd,nd->n", user_blocks[k, users], item_blocks[k, items]) / np.sqrt(d)  # noqa: E731
-        shared = dot(0)
-        row = {"day": np.full(per_day, day), "scenario": scenario, "user": users, "cohort": cohort[users],
-               "item": items, "category": item_category[items], "position": position, "hour": hour,
-               "activity": activity[users], "popularity": popularity[items]}
-        r = p["relatedness"]
-        for b, name in enumerate(BEHAVIOURS):
-            own = dot(1 + b)
-            if p["scenarios"] > 1:
-                base = 1 + len(BEHAVIOURS) + b * p["scenarios"]
-                per_scenario = np.stack([dot(base + s) for s in range(p["scenarios"])])[scenario, np.arange(per_day)]
-                g = p["scenario_similarity"]
-                own = np.sqrt(g) * own + np.sqrt(1 - g) * per_scenario
-            row[f"score_{name}"] = np.sqrt(r) * shared + np.sqrt(1 - r) * own
-        logit = {
-            "click": -1.0 + 1.5 * row["score_click"] - 0.25 * (position - 1) + 0.3 * np.log(activity[users])
-            + scenario_bias[scenario],
-            "conversion": -1.0 + 1.5 * row["score_conversion"],
-            "like": -1.5 + 1.5 * row["score_like"],
-        }
-        for name in BEHAVIOURS:
-            row[f"p_{name}"] = 1.0 / (1.0 + np.exp(-logit[name]))
-        draws = rng_labels.random((len(BEHAVIOURS), per_day))
-        click = draws[0] < row["p_click"]
-        row["click"] = click.astype(np.int8)
-        row["conversion"] = (click & (draws[1] < row["p_conversion"])).astype(np.int8)
-        row["like"] = (draws[2] < row["p_like"]).astype(np.int8)
-        frames.append(pd.DataFrame(row))
-    log = pd.concat(frames, ignore_index=True)
-    log["holdout"] = ((log["cohort"] == p["holdout_cohort"]) & (log["day"] >= p["holdout_day"])).astype(np.int8)
-    return World(log, p)
+            sim.next_day()
+        slots = sim.requests(sim.params["impressions_per_day"])
+        frames.append(sim.outcomes(slots, sim.logging_items(len(slots["user"]))))
+    return World(pd.concat(frames, ignore_index=True), sim.params)
 
 
 def load(
