@@ -6,8 +6,9 @@ the run directory's CSV files as read by :func:`pandas.read_csv` (or
 :func:`mtl_bench.report.load_runs`). :func:`write_plots` writes every figure
 whose inputs exist into the run directory (``mtl-bench report --plots``).
 
-Not yet here: cohort-forgetting curves and the sparse/dense sweep, whose runs do
-not exist yet.
+The cohort experiment's curves come from ``cohort_forgetting.csv``
+(:func:`cohort_curves`); the sparse-dense sweep and the policy experiment
+write their own tables (``sparse_dense.csv``, ``policy.csv``).
 """
 
 from __future__ import annotations
@@ -516,6 +517,37 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
     return fig
 
 
+def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click") -> Figure:
+    """The cohort experiment: each cohort's ``task`` AUC by day, one panel per architecture (mean over seeds).
+
+    The held-out cohort is drawn thick and red, and a dotted line marks its first
+    held-out day.
+    """
+    fig = _figure(4.2 * max(cohorts["arch"].nunique() if not cohorts.empty else 1, 1), 3.8)
+    rows = cohorts[cohorts["task"] == task] if not cohorts.empty else cohorts
+    if rows.empty:
+        return _empty(fig, f"no cohort AUC rows for task {task!r}")
+    rows = rows.assign(cohort=rows["cohort"].astype(str), heldout=rows["heldout"].astype(str) == "True")
+    archs = list(dict.fromkeys(rows["arch"]))
+    axes = np.atleast_1d(fig.subplots(1, len(archs), sharey=True))
+    held_cohorts = set(rows[rows["heldout"]]["cohort"])
+    start = rows[rows["heldout"]]["day"].min() if held_cohorts else None
+    for ax, arch in zip(axes, archs):
+        for cohort, g in rows[rows["arch"] == arch].groupby("cohort", sort=True):
+            curve = g.groupby("day")["auc"].mean()
+            held = cohort in held_cohorts
+            ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, linewidth=2.5 if held else 1.0,
+                    color="tab:red" if held else None, label=f"cohort {cohort}" + (" (held out)" if held else ""))
+        if start is not None:
+            ax.axvline(start, color="gray", linestyle=":", linewidth=1)
+        ax.set_title(arch, fontsize="medium")
+        ax.set_xlabel("day")
+    axes[0].set_ylabel(f"{task} AUC (next day)")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training")
+    return fig
+
+
 def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (e.g. for ``IPython.display.Image``)."""
     buffer = _io.BytesIO()
@@ -610,6 +642,12 @@ def figures(
         out["drift_vs_forgetting.png"] = lambda: drift_vs_forgetting(retention, variant_columns=variant_columns)
     else:
         out["drift_vs_forgetting.png"] = "no output drift in retention.csv"
+    cohort_path = [Path(d) / "cohort_forgetting.csv" for d in dirs if (Path(d) / "cohort_forgetting.csv").is_file()]
+    if cohort_path:
+        cohorts = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in cohort_path])
+        out["cohort_forgetting.png"] = lambda: cohort_curves(cohorts)
+    else:
+        out["cohort_forgetting.png"] = "no cohort_forgetting.csv (run the daily regime)"
     if remedies.empty:
         out["remedies.png"] = "no remedy besides the baseline (run with --remedy)"
     else:

@@ -151,5 +151,17 @@ def test_cohort_experiment_needs_recsim_and_daily(tmp_path, kw, needle):
 
 
 def test_cli_bad_experiment_exits_2(capsys):
-    assert cli.main(["run", "--suite", "recsim", "--experiment", "policy"]) == 2
-    assert "invalid choice: 'policy'" in capsys.readouterr().err
+    assert cli.main(["run", "--suite", "recsim", "--experiment", "bogus"]) == 2
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_cohort_curves_one_panel_per_arch_and_a_line_per_cohort(cohort_run):
+    from mtl_bench import plots
+
+    cohorts = pd.read_csv(cohort_run / "cohort_forgetting.csv")
+    fig = plots.cohort_curves(cohorts)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["shared_bottom", "mmoe"]
+    labels = [line.get_label() for line in panels[0].get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["cohort 0", "cohort 1 (held out)", "cohort 2", "cohort 3"]
+    assert callable(plots.figures([cohort_run])["cohort_forgetting.png"])
