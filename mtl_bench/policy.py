@@ -6,8 +6,9 @@ with the run's seed, and all arms draw the same random numbers) and start from
 the same pre-trained model (days ``0..D0`` of logging-policy impressions,
 early stopping on a random-policy sample of day ``D0``):
 
-* ``logged`` (off-policy): every later day, the logging policy picks the shown
-  item among the candidates; the model trains supervised on those logs.
+* ``logged`` (off-policy): every later day, the popularity logging policy
+  picks the shown item (the first candidate, itself a popularity draw); the
+  model trains supervised on those logs.
 * ``on-policy``: the current model picks the candidate with the highest
   predicted click probability; the model trains supervised on what it chose.
 * ``reinforce``: the model's click logits over the candidates are a softmax
@@ -24,6 +25,9 @@ arm is measured on a fresh random-policy sample of the day (unbiased) and on a
 fixed probe sample drawn after pre-training:
 
 * ``auc`` per task, overall and for the held-out and the control cohort 0;
+* ``auc_probe`` per task: the AUC on the fixed probe sample of day ``D0``,
+  the world the model was pre-trained in; its fall is the arm's forgetting
+  of what pre-training learnt (the sequential-regime view);
 * ``output_drift``: the mean Bernoulli KL between each task's probe
   predictions before and after the day's training;
 * ``click_rate``: the share of shown items clicked (the policy's value);
@@ -161,7 +165,7 @@ def _prefix(sim: recsim.Simulator, last_pretrain: int, per_day: int) -> tuple[pd
         if day:
             sim.next_day()
         slots = sim.requests(per_day)
-        frames.append(sim.outcomes(slots, sim.logging_items(per_day)))
+        frames.append(sim.outcomes(slots, sim.logging_items(per_day, users=slots["user"])))
     selection = sim.outcomes(sim.requests(EVAL_ROWS), sim.logging_items(EVAL_ROWS, "random"))
     probe = sim.outcomes(sim.requests(PROBE_ROWS), sim.logging_items(PROBE_ROWS, "random"))
     return pd.concat(frames, ignore_index=True), selection, probe
@@ -243,6 +247,9 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
                     reinforce.train({k: v[cand_rows] for k, v in cand_features.items()}, chosen[kept],
                                     shown["click"].to_numpy(np.float32)[kept], config.batch_size, choice_rng)
             after = predict(model, probe)
+            for t in encoder.tasks:
+                rows.append({"arm": arm, "arch": arch, "seed": seed, "day": day, "task": t.name, "measure": "auc_probe",
+                             "value": metrics_lib.auc(probe.labels[t.name], after[t.name])})
             eval_frame = world.outcomes(world.requests(EVAL_ROWS), world.logging_items(EVAL_ROWS, "random"))
             evaluation = encoder.split(eval_frame)
             pred = predict(model, evaluation)
@@ -273,15 +280,29 @@ def predict_logits(model: keras.Model, features: dict[str, np.ndarray]) -> np.nd
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and architecture (mean over seeds): last-day AUCs, cohort lift change, drift and the policy's measures."""
+    """Per arm and architecture (means over seeds): last-day AUCs, forgetting, drift and the policy's measures.
+
+    ``auc_click_ci_low`` / ``_high`` and ``probe_forgetting_click_ci_*`` are 95%
+    t-intervals over seeds; ``probe_forgetting_<task>`` is the first day's
+    ``auc_probe`` minus the last day's.
+    """
     rows = []
     last, first = frame["day"].max(), frame["day"].min()
     for (arm, arch), g in frame.groupby(["arm", "arch"], sort=False):
         mean = lambda m, t, d=None: g[(g["measure"] == m) & (g["task"] == t) & ((g["day"] == d) if d is not None else True)]["value"].mean()  # noqa: E731
+
+        def per_seed(m: str, t: str, d: int) -> pd.Series:
+            return g[(g["measure"] == m) & (g["task"] == t) & (g["day"] == d)].set_index("seed")["value"]
+
         row = {"arm": arm, "arch": arch, "n_seeds": g["seed"].nunique()}
         for t in recsim.BEHAVIOURS:
             row[f"auc_{t}"] = mean("auc", t, last)
+            row[f"probe_forgetting_{t}"] = mean("auc_probe", t, first) - mean("auc_probe", t, last)
             row[f"output_drift_{t}"] = mean("output_drift", t)
+        _, row["auc_click_ci_low"], row["auc_click_ci_high"], _ = metrics_lib.mean_ci(per_seed("auc", "click", last).tolist())
+        forgetting = per_seed("auc_probe", "click", first) - per_seed("auc_probe", "click", last)
+        _, row["probe_forgetting_click_ci_low"], row["probe_forgetting_click_ci_high"], _ = metrics_lib.mean_ci(
+            forgetting.tolist())
         row["heldout_click_lift_change"] = mean("auc_heldout", "click", last) - mean("auc_heldout", "click", first)
         row["control_click_lift_change"] = mean("auc_control", "click", last) - mean("auc_control", "click", first)
         for m in ("click_rate", "coverage", "gini"):

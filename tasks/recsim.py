@@ -27,10 +27,14 @@ Users fall into ``cohorts`` (user index modulo ``cohorts``); cohort ``k``'s user
 blocks drift every day by ``u <- sqrt(1 - δ_k²) u + δ_k ε`` with
 ``δ_k = drift · k / (cohorts - 1)``: cohort 0 keeps its interests.
 
-The logging policy picks the item of each impression: ``random`` (uniform) or
+The logging policy picks the item of each impression: ``random`` (uniform),
 ``popularity`` (probability proportional to ``rank^-popularity_skew`` of a
-seeded item ranking), so the logs carry exposure bias. Users are drawn
-uniformly.
+seeded item ranking) or ``model``: an older trained model, a logistic
+regression of click on one-hot (user, category) and one-hot item, fitted once
+on three days' worth of random-policy impressions drawn before day 0; each slot gets
+``MODEL_CANDIDATES`` popularity candidates and shows one sampled in proportion
+to ``exp(score)`` (so every candidate keeps a positive propensity). The logs
+carry exposure bias. Users are drawn uniformly.
 
 The cohort experiment (``holdout_cohort >= 0``): rows of that cohort from day
 ``holdout_day`` on get ``meta["holdout"] = 1``, and the cohort's drift is
@@ -61,7 +65,9 @@ from mtl_bench.tasks import _common
 
 NAME = "recsim"
 BEHAVIOURS = ("click", "conversion", "like")
-POLICIES = ("random", "popularity")
+POLICIES = ("random", "popularity", "model")
+MODEL_CANDIDATES = 20
+LOGGING_WARMUP_DAYS = 3
 DEFAULTS: dict[str, Any] = {
     "relatedness": 0.5,
     "users": 500,
@@ -124,6 +130,8 @@ class Simulator:
             rate = np.where(self.cohort == p["holdout_cohort"], 0.0, rate)
         self.rate = rate
         self.day = 0
+        self._logging_model: tuple[np.ndarray, np.ndarray] | None = None
+        self._rng_policy = np.random.default_rng(seed).spawn(5)[4]  # children 0-3 are the streams above
 
     def next_day(self) -> None:
         """Moves to the next day: every cohort's interests drift at its rate."""
@@ -138,16 +146,68 @@ class Simulator:
         return {"user": users, "scenario": self._rng_log.integers(0, max(p["scenarios"], 1), n),
                 "position": self._rng_log.integers(1, 6, n), "hour": self._rng_log.integers(0, 24, n)}
 
-    def logging_items(self, n: int, policy: str | None = None, k: int = 1) -> np.ndarray:
-        """``(n,)`` items (``(n, k)`` candidates when ``k > 1``) drawn by a logging policy (default the world's)."""
+    def logging_items(self, n: int, policy: str | None = None, k: int = 1, users: np.ndarray | None = None) -> np.ndarray:
+        """``(n,)`` items (``(n, k)`` candidates when ``k > 1``) drawn by a logging policy (default the world's).
+
+        The ``model`` policy needs the slots' ``users`` and gives one item per slot.
+        """
         policy = policy or self.params["policy"]
         size = (n, k) if k > 1 else n
         if policy == "random":
             return self._rng_log.integers(0, self.params["items"], size)
-        return self._rng_log.choice(self.params["items"], size, p=self.popularity)
+        if policy == "popularity":
+            return self._rng_log.choice(self.params["items"], size, p=self.popularity)
+        if users is None or k != 1:
+            raise ValueError("Simulator: the model policy picks one item per slot and needs the slots' users")
+        candidates = self._rng_log.choice(self.params["items"], (n, MODEL_CANDIDATES), p=self.popularity)
+        score = self.logging_scores(users, candidates)
+        prob = np.exp(score - score.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        pick = (prob.cumsum(axis=1) > self._rng_policy.random(n)[:, None]).argmax(axis=1)
+        return candidates[np.arange(n), pick]
 
-    def outcomes(self, slots: dict[str, np.ndarray], items: np.ndarray) -> pd.DataFrame:
-        """The impressions of ``items`` in ``slots``: true scores, probabilities and drawn behaviours."""
+    def logging_model(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ``model`` policy's logit effects: ``(users × categories, items)`` arrays (fitted on first use).
+
+        A logistic regression of click on one-hot (user, item category) and
+        one-hot item, fitted on ``LOGGING_WARMUP_DAYS`` days' worth of
+        random-policy impressions from a stream of its own: it learns each
+        user's taste per category, the part of the true affinity that items
+        inherit from their category.
+        """
+        if self._logging_model is None:
+            from scipy import sparse
+            from sklearn.linear_model import LogisticRegression
+
+            p = self.params
+            n = LOGGING_WARMUP_DAYS * p["impressions_per_day"]
+            rng = np.random.default_rng(self._rng_policy.integers(2**32))
+            slots = {"user": rng.integers(0, p["users"], n), "scenario": rng.integers(0, max(p["scenarios"], 1), n),
+                     "position": rng.integers(1, 6, n), "hour": rng.integers(0, 24, n)}
+            items = rng.integers(0, p["items"], n)
+            clicks = self.outcomes(slots, items, rng=rng)["click"].to_numpy()
+            rows = np.arange(n)
+            pair = slots["user"] * p["categories"] + self.item_category[items]
+            n_pairs = p["users"] * p["categories"]
+            x = sparse.hstack([
+                sparse.csr_matrix((np.ones(n), (rows, pair)), shape=(n, n_pairs)),
+                sparse.csr_matrix((np.ones(n), (rows, items)), shape=(n, p["items"])),
+            ]).tocsr()
+            coef = LogisticRegression(C=1.0, max_iter=300).fit(x, clicks).coef_.ravel()
+            self._logging_model = (coef[:n_pairs].reshape(p["users"], p["categories"]), coef[n_pairs:])
+        return self._logging_model
+
+    def logging_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ``model`` policy's logit (up to a constant) of ``users[i]`` clicking ``items[i, ...]``."""
+        taste, item_effect = self.logging_model()
+        users = np.asarray(users).reshape(-1, *([1] * (np.ndim(items) - 1)))
+        return taste[users, self.item_category[items]] + item_effect[items]
+
+    def outcomes(self, slots: dict[str, np.ndarray], items: np.ndarray, rng: np.random.Generator | None = None) -> pd.DataFrame:
+        """The impressions of ``items`` in ``slots``: true scores, probabilities and drawn behaviours.
+
+        ``rng`` draws the behaviours instead of the world's label stream.
+        """
         p, d = self.params, self.params["latent_dim"]
         users, scenario, position = slots["user"], slots["scenario"], slots["position"]
         n = len(users)
@@ -173,7 +233,7 @@ class Simulator:
         }
         for name in BEHAVIOURS:
             row[f"p_{name}"] = 1.0 / (1.0 + np.exp(-logit[name]))
-        draws = self._rng_labels.random((len(BEHAVIOURS), n))
+        draws = (rng or self._rng_labels).random((len(BEHAVIOURS), n))
         click = draws[0] < row["p_click"]
         row["click"] = click.astype(np.int8)
         row["conversion"] = (click & (draws[1] < row["p_conversion"])).astype(np.int8)
@@ -201,7 +261,7 @@ def simulate(seed: int = 0, **params: Any) -> World:
         if day > 0:
             sim.next_day()
         slots = sim.requests(sim.params["impressions_per_day"])
-        frames.append(sim.outcomes(slots, sim.logging_items(len(slots["user"]))))
+        frames.append(sim.outcomes(slots, sim.logging_items(len(slots["user"]), users=slots["user"])))
     return World(pd.concat(frames, ignore_index=True), sim.params)
 
 

@@ -76,13 +76,17 @@ def test_tiny_run_records_every_arm_day_and_measure(tiny_rows):
     # Train days 0-2: pre-training covers days 0-1; days 2, 3 and 4 are the arms' days.
     assert set(rows["arm"]) == set(policy.ARMS) and set(rows["day"]) == {2, 3, 4}
     measures = set(rows["measure"])
-    assert {"auc", "auc_heldout", "auc_control", "output_drift", "click_rate", "coverage", "gini"} <= measures
+    assert {"auc", "auc_heldout", "auc_control", "auc_probe", "output_drift", "click_rate", "coverage", "gini"} <= measures
     coverage = rows[rows["measure"] == "coverage"]["value"]
     assert ((coverage > 0) & (coverage <= 1)).all()
     again = policy.run_arms(config, "shared_bottom", 0)
     pd.testing.assert_frame_equal(rows, again)  # deterministic per seed
     summary = policy.summarize(rows)
     assert list(summary["arm"]) == list(policy.ARMS)
+    # Probe forgetting recomputed from the rows: first day's probe AUC minus the last day's.
+    probe = rows[(rows["measure"] == "auc_probe") & (rows["task"] == "like") & (rows["arm"] == "logged")]
+    expected = probe[probe["day"] == 2]["value"].mean() - probe[probe["day"] == 4]["value"].mean()
+    assert summary.set_index("arm").loc["logged", "probe_forgetting_like"] == pytest.approx(expected)
 
 
 def test_policy_needs_recsim(tmp_path, capsys):

@@ -61,6 +61,24 @@ def test_popularity_policy_concentrates_exposure():
     assert top(popular) > 2 * top(random)
 
 
+def test_model_logging_policy_is_a_trained_model_and_shows_what_it_scores_higher():
+    params = {**SMALL, "policy": "model"}
+    log = recsim.simulate(0, **params).log
+    assert recsim.simulate(0, **params).log.equals(log)
+    sim = recsim.Simulator(0, **params)
+    # Its scores track the true click probability of fresh random (user, item) pairs of day 0.
+    slots = sim.requests(5000)
+    items = sim.logging_items(5000, "random")
+    truth = sim.outcomes(slots, items)
+    assert np.corrcoef(sim.logging_scores(slots["user"], items), truth["p_click"])[0, 1] > 0.2
+    # Shown items score higher under the model than the popularity candidates it chose among.
+    shown = sim.logging_scores(log["user"].to_numpy(), log["item"].to_numpy()).mean()
+    candidates = sim.logging_items(len(log), "popularity", k=recsim.MODEL_CANDIDATES)
+    assert shown > sim.logging_scores(log["user"].to_numpy(), candidates).mean()
+    # And the clicks follow: the model's logs have a higher click rate than popularity logs.
+    assert log["click"].mean() > recsim.simulate(0, **SMALL).log["click"].mean()
+
+
 def test_cohort_zero_keeps_its_interests_and_drifting_cohorts_do_not():
     world = recsim.simulate(0, **{**SMALL, "drift": 0.5, "relatedness": 1.0})
     log = world.log
@@ -103,7 +121,7 @@ def test_time_split_and_features():
     "params, needle",
     [
         (dict(relatedness=1.5), "relatedness must be in [0, 1]"),
-        (dict(policy="model"), "policy must be one of ['random', 'popularity']"),
+        (dict(policy="bandit"), "policy must be one of ['random', 'popularity', 'model']"),
         (dict(days=3, validation_days=1, test_days=2), "validation_days + test_days must be < days"),
         (dict(holdout_cohort=9), "holdout_cohort must be -1 (none) or a cohort in [0, 3]"),
         (dict(users=0), "users must be an integer >= 1"),
