@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_bench import metrics as metrics_lib
 from mtl_bench import retention
 from mtl_bench.config import RunConfig
 from mtl_bench.probe import ConflictProbe
 from mtl_bench.remedies import BASELINE, REMEDIES, Remedy
-from mtl_bench import metrics as metrics_lib
 from mtl_bench.spec import Split, SuiteData, Task
 from mtl_bench.training import FitResult, Trainer, evaluate, predict
 
