@@ -273,7 +273,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from mtl_bench.report import write_report
 
-    tasks, result, out = write_report(args.run_dirs)
+    # The sparse-dense and policy experiments keep their own summary tables; a sweep's points are runs.
+    runs = []
+    for run_dir in args.run_dirs:
+        experiment = [Path(run_dir) / n for n in ("sparse_dense.md", "policy.md") if (Path(run_dir) / n).is_file()]
+        if experiment and not (Path(run_dir) / "manifest.json").is_file():
+            print(experiment[0].read_text())
+            points = sorted((Path(run_dir) / "points").glob("*/manifest.json"))
+            runs.extend(str(p.parent) for p in points)
+        else:
+            runs.append(run_dir)
+    if not runs:
+        return 0
+    tasks, result, out = write_report(runs)
+    if not result.cohorts.empty:
+        from mtl_bench.cohort_report import half_life_lines
+
+        print("Cohort forgetting (held-out cohort vs control):")
+        print(half_life_lines(result.cohorts) + "\n")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print("Per task (validation split; transfer < 0 = negative transfer)")
         print(tasks.to_string(index=False))
@@ -284,7 +301,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.plots:
         from mtl_bench.plots import write_plots
 
-        written, notes = write_plots(args.run_dirs, contrast_table=result.table)
+        written, notes = write_plots(runs, contrast_table=result.table)
         for note in notes:
             print(f"note: {note}")
         print("written: " + ", ".join(str(p) for p in written) if written else "no figures written")

@@ -93,3 +93,13 @@ def test_policy_needs_recsim(tmp_path, capsys):
     code = cli.main(["run", "--suite", "synthetic", "--experiment", "policy", "--out", str(tmp_path / "x")])
     assert code == 2 and "needs the recsim suite" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_report_on_a_policy_directory_prints_its_table(tmp_path, capsys, tiny_rows):
+    rows, config = tiny_rows
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "config.toml").write_text(config.to_toml())
+    (out / "policy.md").write_text(policy.describe(policy.summarize(rows)))
+    assert cli.main(["report", str(out)]) == 0
+    assert "# On-policy vs logged data" in capsys.readouterr().out

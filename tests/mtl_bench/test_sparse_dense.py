@@ -70,3 +70,10 @@ def test_sparse_dense_needs_recsim(tmp_path, capsys):
     code = cli.main(["run", "--suite", "synthetic", "--experiment", "sparse-dense", "--out", str(tmp_path / "x")])
     assert code == 2 and "needs the recsim suite" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_report_on_the_sweep_prints_it_and_reports_its_points(sweep, capsys):
+    assert cli.main(["report", str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "# Sparse isolation vs dense scaling" in printed and "Cohort forgetting" in printed
+    assert (sweep / "points" / "embedding_dim=2" / "report.md").is_file()
