@@ -14,6 +14,8 @@ training (cohort 0 never drifts in ``recsim``):
   predicted better than random to begin with.
 
 The lift is averaged over seeds first, so one noisy seed cannot end the curve early.
+Each ``sample`` of the daily evaluation (``logged`` rows, and the ``uniform``
+random-policy rows when the suite has them) gets its own rows.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["suite", "arch", "remedy", "task", "cohort", "role", "start_day", "start_lift", "end_lift",
+COLUMNS = ["suite", "arch", "remedy", "sample", "task", "cohort", "role", "start_day", "start_lift", "end_lift",
            "half_life_days", "status", "horizon_days", "n_seeds"]
 
 
@@ -31,10 +33,12 @@ def half_life_table(cohorts: pd.DataFrame, variant_columns: Sequence[str] = ()) 
     """See the module docstring; empty when no cohort was held out."""
     variant_columns = [c for c in variant_columns if c in cohorts.columns]
     columns = ["suite", *variant_columns, *COLUMNS[1:]]
-    if cohorts.empty or not cohorts["heldout"].astype(bool).any():
+    if cohorts.empty or not (cohorts["heldout"].astype(str) == "True").any():
         return pd.DataFrame(columns=columns)
-    frame = cohorts.assign(cohort=cohorts["cohort"].astype(str), heldout=cohorts["heldout"].astype(bool))
-    keys = ["suite", *variant_columns, "arch", "remedy", "task"]
+    frame = cohorts.assign(cohort=cohorts["cohort"].astype(str), heldout=cohorts["heldout"].astype(str) == "True")
+    if "sample" not in frame:
+        frame = frame.assign(sample="logged")
+    keys = ["suite", *variant_columns, "arch", "remedy", "sample", "task"]
     rows = []
     for key, group in frame.groupby(keys, dropna=False, sort=False):
         held = group[group["heldout"]]
@@ -66,7 +70,7 @@ def half_life_lines(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
     lines = []
-    keys = ["suite", *[c for c in table.columns if c not in COLUMNS], "arch", "remedy"]
+    keys = ["suite", *[c for c in table.columns if c not in COLUMNS], "arch", "remedy", "sample"]
     for key, group in table.groupby(keys, dropna=False, sort=False):
         task = group["task"].iloc[0]
         part = group[group["task"] == task].set_index("role")

@@ -517,14 +517,18 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
     return fig
 
 
-def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click") -> Figure:
+def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | None = None) -> Figure:
     """The cohort experiment: each cohort's ``task`` AUC by day, one panel per architecture (mean over seeds).
 
     The held-out cohort is drawn thick and red, and a dotted line marks its first
-    held-out day.
+    held-out day. ``sample``: which evaluation rows (``"logged"`` or
+    ``"uniform"``); default the unbiased ``uniform`` sample when there is one.
     """
     fig = _figure(4.2 * max(cohorts["arch"].nunique() if not cohorts.empty else 1, 1), 3.8)
     rows = cohorts[cohorts["task"] == task] if not cohorts.empty else cohorts
+    if not rows.empty and "sample" in rows:
+        sample = sample or ("uniform" if (rows["sample"] == "uniform").any() else "logged")
+        rows = rows[rows["sample"] == sample]
     if rows.empty:
         return _empty(fig, f"no cohort AUC rows for task {task!r}")
     rows = rows.assign(cohort=rows["cohort"].astype(str), heldout=rows["heldout"].astype(str) == "True")
@@ -544,7 +548,8 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click") -> Figure:
         ax.set_xlabel("day")
     axes[0].set_ylabel(f"{task} AUC (next day)")
     axes[0].legend(fontsize="small")
-    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training")
+    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training"
+                 + (f" ({sample} sample)" if sample else ""))
     return fig
 
 

@@ -61,7 +61,7 @@ class CellResult:
         probe: ``probe.csv`` rows: phase, step, task_i, task_j, group, measure, value.
         retention: ``retention.csv`` rows: phase, task, measure, value.
         daily: ``daily.csv`` rows of the daily regime: phase, day (evaluated),
-            cohort (``"all"`` or the cohort), heldout, task, metric, value.
+            sample, cohort (``"all"`` or the cohort), heldout, task, metric, value.
     """
 
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -102,9 +102,12 @@ def _row(phase: int, epoch: int, stage: str, task: str, split: str, metric: str,
 
 
 def trainable(split: Split) -> Split:
-    """The rows a regime may train or select on: all but the cohort experiment's held-out rows."""
-    holdout = split.meta.get("holdout")
-    return split if holdout is None or not holdout.any() else split.take(np.flatnonzero(holdout == 0))
+    """The rows a regime may train or select on: all but held-out rows and the unbiased evaluation sample."""
+    excluded = np.zeros(len(split), bool)
+    for key in ("holdout", "uniform"):
+        if key in split.meta:
+            excluded |= split.meta[key] == 1
+    return split.take(np.flatnonzero(~excluded)) if excluded.any() else split
 
 
 def _fit(
@@ -359,23 +362,33 @@ class DailyRegime(Regime):
 
 
 def _daily_rows(model: keras.Model, tasks: Sequence[Task], split: Split, day: int, phase: int) -> list[dict[str, Any]]:
-    """Every task's metrics on one day's rows of ``split``: overall and per cohort."""
+    """Every task's metrics on one day's rows of ``split``: overall and per cohort, per sample.
+
+    ``sample`` is ``"logged"`` (the logging policy's rows) or ``"uniform"`` (the
+    unbiased random-policy sample, when the suite has one).
+    """
     on_day = np.flatnonzero(split.meta["day"] == day)
     if not len(on_day):
         return []
     rows_of_day = split.take(on_day)
     pred = predict(model, rows_of_day)
-    cohort = rows_of_day.meta.get("cohort", np.zeros(len(rows_of_day), np.int32))
-    heldout = rows_of_day.meta.get("holdout", np.zeros(len(rows_of_day), np.int32))
-    groups = [("all", np.ones(len(rows_of_day), bool), False)]
-    groups += [(str(c), cohort == c, bool(heldout[cohort == c].any())) for c in sorted(set(cohort.tolist()))]
+    n = len(rows_of_day)
+    cohort = rows_of_day.meta.get("cohort", np.zeros(n, np.int32))
+    heldout = rows_of_day.meta.get("holdout", np.zeros(n, np.int32))
+    uniform = rows_of_day.meta.get("uniform", np.zeros(n, np.int32)) == 1
     out = []
-    for name, mask, held in groups:
-        for t in tasks:
-            values = metrics_lib.evaluate_task(t, rows_of_day.labels[t.name][mask], pred[t.name][mask])
-            for metric, value in values.items():
-                out.append({"phase": phase, "day": day, "cohort": name, "heldout": held, "task": t.name,
-                            "metric": metric, "value": float(value)})
+    for sample, in_sample in (("logged", ~uniform), ("uniform", uniform)):
+        if not in_sample.any():
+            continue
+        groups = [("all", in_sample, False)]
+        groups += [(str(c), in_sample & (cohort == c), bool(heldout[cohort == c].any()))
+                   for c in sorted(set(cohort[in_sample].tolist()))]
+        for name, mask, held in groups:
+            for t in tasks:
+                values = metrics_lib.evaluate_task(t, rows_of_day.labels[t.name][mask], pred[t.name][mask])
+                for metric, value in values.items():
+                    out.append({"phase": phase, "day": day, "sample": sample, "cohort": name, "heldout": held,
+                                "task": t.name, "metric": metric, "value": float(value)})
     return out
 
 

@@ -48,6 +48,7 @@ from mtl_bench.tasks import SUITES
 from mtl_bench.training import TrainingDiverged
 
 CELLS_DIR = "cells"
+UNIFORM_ROWS = 2000  # the cohort experiment's unbiased evaluation sample per day
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +136,9 @@ def resolve(config: RunConfig) -> RunConfig:
     ``experiment = "cohort"`` needs the ``recsim`` suite and the daily regime; it
     holds out cohort 1 (whose drift the simulator then switches off; cohort 0,
     which never drifts, is the control) from the first day after pre-training,
-    unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day``.
+    and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy impressions a
+    day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
+    ``uniform_rows_per_day``.
     """
     if config.experiment != "cohort":
         return config
@@ -147,6 +150,7 @@ def resolve(config: RunConfig) -> RunConfig:
 
     params = dict(config.suite_params)
     params.setdefault("holdout_cohort", 1)
+    params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
     if "holdout_day" not in params:
         lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
         if any(isinstance(v, list) for v in lengths):
@@ -544,7 +548,7 @@ def _write_results(run_dir: Path, the_plan: Plan) -> None:
 
 
 def cohort_forgetting(daily: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
-    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, cohort, heldout, task, auc``."""
+    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, sample, cohort, heldout, task, auc``."""
     rows = daily[(daily["metric"] == "auc") & (daily["cohort"].astype(str) != "all")]
-    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "cohort", "heldout", "task", "value"]
+    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "sample", "cohort", "heldout", "task", "value"]
     return rows[[c for c in keep if c in rows.columns]].rename(columns={"value": "auc"}).reset_index(drop=True)

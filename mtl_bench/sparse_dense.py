@@ -19,7 +19,8 @@ on each. ``sparse_dense.csv`` gathers per point and architecture:
 * negative transfer: joint-vs-single Δm on validation, mean and 95% CI over seeds;
 * the probe's interference split into the ``embedding`` and ``dense`` groups
   (joint regime): ``conflict_rate_<group>``, ``cosine_<group>``;
-* cohort forgetting (daily regime, headline task ``click``): the change in
+* cohort forgetting (daily regime, headline task ``click``, on the unbiased
+  ``uniform`` evaluation sample the cohort experiment adds): the change in
   AUC lift of the held-out and of the control cohort over the days after the
   holdout, and ``forgetting`` = control change − held-out change (how much
   more the held-out cohort lost than a cohort that kept training).
@@ -161,8 +162,13 @@ def summarize(points: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
                                 & (probe["measure"] == measure) & (probe["task_i"] != probe["task_j"])] \
                         if not probe.empty else probe
                     row[f"{name}_{group}"] = float(sel["value"].mean()) if len(sel) else np.nan
-            mine = cohorts[(cohorts["arch"] == point.arch) & (cohorts["task"] == HEADLINE_TASK)].set_index("role") \
+            mine = cohorts[(cohorts["arch"] == point.arch) & (cohorts["task"] == HEADLINE_TASK)] \
                 if not cohorts.empty else cohorts
+            if not mine.empty:
+                # The unbiased sample when the run has one: exposure bias hides forgetting on rarely shown items.
+                sample = "uniform" if (mine["sample"] == "uniform").any() else "logged"
+                mine = mine[mine["sample"] == sample].set_index("role")
+                row["sample"] = sample
             for role in ("heldout", "control"):
                 ok = not mine.empty and role in mine.index
                 row[f"{role}_lift_change"] = float(mine.loc[role, "end_lift"] - mine.loc[role, "start_lift"]) if ok else np.nan

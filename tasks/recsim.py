@@ -41,10 +41,16 @@ The cohort experiment (``holdout_cohort >= 0``): rows of that cohort from day
 switched off for the whole simulation, so any decay of its predictions is
 forgetting, not interest change. Regimes never train on holdout rows; they are evaluated like any other.
 
+``uniform_rows_per_day > 0`` adds, every day, that many impressions of the
+random policy (``meta["uniform"] = 1``): an unbiased sample that no regime
+trains or selects on, which the daily regime evaluates apart from the
+logging policy's rows (exposure bias hides what a model forgot about the
+items the logging policy rarely shows).
+
 Splits are by time: the last ``test_days`` days are the test split, the
 ``validation_days`` before them the validation split, earlier days train; rows
 of each split are in a seeded random order. ``meta`` holds ``day``,
-``cohort``, ``user`` and ``holdout`` per row.
+``cohort``, ``user``, ``holdout`` and ``uniform`` per row.
 
 Features: categorical ``user_id``, ``item_id``, ``category`` (and ``scenario``
 with several scenarios) — real embedding tables — and numeric ``position``,
@@ -86,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "test_days": 1,
     "holdout_cohort": -1,
     "holdout_day": 0,
+    "uniform_rows_per_day": 0,
 }
 
 
@@ -253,7 +260,7 @@ def simulate(seed: int = 0, **params: Any) -> World:
     Returns:
         The log with columns ``day, scenario, user, cohort, item, category,
         position, hour, activity, popularity, score_<b>, p_<b>`` and one 0/1
-        column per behaviour, plus ``holdout``.
+        column per behaviour, plus ``holdout`` and ``uniform``.
     """
     sim = Simulator(seed, **params)
     frames = []
@@ -261,8 +268,13 @@ def simulate(seed: int = 0, **params: Any) -> World:
         if day > 0:
             sim.next_day()
         slots = sim.requests(sim.params["impressions_per_day"])
-        frames.append(sim.outcomes(slots, sim.logging_items(len(slots["user"]), users=slots["user"])))
-    return World(pd.concat(frames, ignore_index=True), sim.params)
+        frames.append(sim.outcomes(slots, sim.logging_items(len(slots["user"]), users=slots["user"])).assign(uniform=0))
+        extra = sim.params["uniform_rows_per_day"]
+        if extra:
+            frames.append(sim.outcomes(sim.requests(extra), sim.logging_items(extra, "random")).assign(uniform=1))
+    log = pd.concat(frames, ignore_index=True)
+    log["uniform"] = log["uniform"].astype(np.int8)
+    return World(log, sim.params)
 
 
 def load(
@@ -285,6 +297,7 @@ def load(
     test_days: int = 1,
     holdout_cohort: int = -1,
     holdout_day: int = 0,
+    uniform_rows_per_day: int = 0,
 ) -> SuiteData:
     """The simulator as a suite (see the module docstring).
 
@@ -334,7 +347,7 @@ def load(
         numeric=numeric,
         categorical=categorical,
         notes=notes,
-        meta={k: log[k].to_numpy(np.int32) for k in ("day", "cohort", "user", "holdout")},
+        meta={k: log[k].to_numpy(np.int32) for k in ("day", "cohort", "user", "holdout", "uniform")},
     )
 
 
@@ -373,6 +386,7 @@ def _check(p: dict[str, Any]) -> dict[str, Any]:
             f"Received: holdout_cohort={p['holdout_cohort']!r}"
         )
     out["holdout_day"] = _common.check_int("holdout_day", p["holdout_day"], 0)
+    out["uniform_rows_per_day"] = _common.check_int("uniform_rows_per_day", p["uniform_rows_per_day"], 0)
     if out["holdout_cohort"] >= 0 and out["cohorts"] < 2:
         raise UserInputError(f"a held-out cohort needs cohorts >= 2 (others must keep training). Received: cohorts={p['cohorts']!r}")
     return out

@@ -38,11 +38,14 @@ def test_cohort_experiment_resolves_its_holdout(cohort_run):
     config = RunConfig.from_toml(cohort_run / "config.toml")
     # Train days 0-3 (validation 4, test 5); pre-training covers days 0-1, so the holdout starts on day 2.
     assert config.suite_params["holdout_cohort"] == 1 and config.suite_params["holdout_day"] == 2
+    assert config.suite_params["uniform_rows_per_day"] == runner.UNIFORM_ROWS
 
 
 def test_daily_rows_evaluate_every_next_day_and_cohort(cohort_run):
     daily = pd.read_csv(cohort_run / "daily.csv", keep_default_na=False, na_values=[""])
-    one = daily[(daily["arch"] == "mmoe") & (daily["task"] == "click") & (daily["metric"] == "auc")]
+    assert set(daily["sample"]) == {"logged", "uniform"}  # the experiment adds an unbiased sample
+    one = daily[(daily["arch"] == "mmoe") & (daily["task"] == "click") & (daily["metric"] == "auc")
+                & (daily["sample"] == "logged")]
     # Phase 0 pre-trains on days 0-1 and is judged on day 2; phases 1 and 2 train days 2 and 3.
     assert sorted(set(zip(one["phase"], one["day"]))) == [(0, 2), (1, 3), (2, 4)]
     assert set(one["cohort"].astype(str)) == {"all", "0", "1", "2", "3"}
@@ -61,10 +64,10 @@ def test_daily_rows_evaluate_every_next_day_and_cohort(cohort_run):
 def test_cohort_forgetting_file_and_report(cohort_run):
     cohorts = pd.read_csv(cohort_run / "cohort_forgetting.csv")
     assert {"day", "cohort", "task", "auc", "arch"} <= set(cohorts.columns)
-    assert len(cohorts) == 2 * 3 * 3 * 4  # archs x days x tasks x cohorts
+    assert len(cohorts) == 2 * 3 * 2 * 3 * 4  # archs x days x samples x tasks x cohorts
     _, result, out = report.write_report([cohort_run])
     table = pd.read_csv(out / "cohort_half_life.csv")
-    assert set(table["role"]) == {"heldout", "control"}
+    assert set(table["role"]) == {"heldout", "control"} and set(table["sample"]) == {"logged", "uniform"}
     assert set(table[table["role"] == "heldout"]["cohort"].astype(str)) == {"1"}
     assert set(table[table["role"] == "control"]["cohort"].astype(str)) == {"0"}
     text = (out / "report.md").read_text()
@@ -110,7 +113,8 @@ def test_daily_never_trains_or_selects_on_held_out_rows(monkeypatch, tmp_path):
     original = Trainer.fit
 
     def spy(self, train, validation, **kw):
-        seen.append((train.meta["holdout"].sum(), validation.meta["holdout"].sum(), kw.get("restore_best", True)))
+        seen.append((train.meta["holdout"].sum() + train.meta["uniform"].sum(),
+                     validation.meta["holdout"].sum() + validation.meta["uniform"].sum(), kw.get("restore_best", True)))
         return original(self, train, validation, **kw)
 
     monkeypatch.setattr(Trainer, "fit", spy)

@@ -103,6 +103,17 @@ def test_holdout_flags_exactly_the_cohort_from_its_day_and_stops_its_drift():
     assert (data.test.meta["cohort"] == 2).any()
 
 
+def test_uniform_sample_is_random_policy_and_flagged():
+    log = recsim.simulate(0, **{**SMALL, "uniform_rows_per_day": 500}).log
+    uniform = log[log["uniform"] == 1]
+    assert len(uniform) == 5 * 500 and (uniform.groupby("day").size() == 500).all()
+    # The logging policy concentrates on popular items; the uniform sample does not.
+    top = lambda frame: frame["item"].value_counts(normalize=True).iloc[:12].sum()  # noqa: E731
+    assert top(log[log["uniform"] == 0]) > 2 * top(uniform)
+    data = recsim.load(seed=0, **SMALL, uniform_rows_per_day=500)
+    assert data.train.meta["uniform"].sum() == 3 * 500
+
+
 def test_time_split_and_features():
     data = recsim.load(seed=0, **SMALL)
     assert set(data.train.meta["day"]) == {0, 1, 2}
