@@ -592,7 +592,7 @@ def figures(
     """
     from mtl_bench import report
 
-    from mtl_bench import remedy_report
+    from mtl_bench import cohort_report, remedy_report
 
     dirs = [Path(d) for d in run_dirs]
     metrics, probe, retention, variant_columns = report.load_runs(dirs)
@@ -647,9 +647,8 @@ def figures(
         out["drift_vs_forgetting.png"] = lambda: drift_vs_forgetting(retention, variant_columns=variant_columns)
     else:
         out["drift_vs_forgetting.png"] = "no output drift in retention.csv"
-    cohort_path = [Path(d) / "cohort_forgetting.csv" for d in dirs if (Path(d) / "cohort_forgetting.csv").is_file()]
-    if cohort_path:
-        cohorts = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in cohort_path])
+    cohorts = cohort_report.read([str(d) for d in dirs], variant_columns)
+    if not cohorts.empty:
         out["cohort_forgetting.png"] = lambda: cohort_curves(cohorts)
     else:
         out["cohort_forgetting.png"] = "no cohort_forgetting.csv (run the daily regime)"

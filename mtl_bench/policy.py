@@ -184,7 +184,6 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
     params = {**recsim.DEFAULTS, **config.suite_params}
     train_days = range(params["days"] - params["validation_days"] - params["test_days"])
     last_pretrain = pretrain_last_day(train_days, config.pretrain_days)
-    params.setdefault("holdout_cohort", 1)
     if params["holdout_cohort"] < 0:
         params["holdout_cohort"] = 1
     params["holdout_day"] = last_pretrain + 1
@@ -200,7 +199,8 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
     keras.utils.set_random_seed(seed)
     base = ARCHITECTURES[arch](features=encoder.spec, tasks=encoder.tasks, **config.arch_params.get(arch, {}))
     trainer = Trainer(base, encoder.tasks, learning_rate=config.learning_rate, seed=seed)
-    trainer.fit(encoder.split(pretrain), encoder.split(selection), epochs=config.epochs, batch_size=config.batch_size,
+    selection_split = encoder.split(selection)
+    trainer.fit(encoder.split(pretrain), selection_split, epochs=config.epochs, batch_size=config.batch_size,
                 seed=seed, patience=config.patience)
     pretrained = [v.numpy() for v in base.weights]
     probe = encoder.split(probe_frame)
@@ -218,6 +218,7 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
         supervised = Trainer(model, encoder.tasks, learning_rate=config.learning_rate, seed=seed)
         reinforce = _Reinforce(model, config.learning_rate, CANDIDATES) if arm == "reinforce" else None
         choice_rng = np.random.default_rng([seed, 7])
+        before = predict(model, probe)  # each day's "after" is the next day's "before"
         for day in range(last_pretrain + 1, params["days"]):
             world.next_day()
             slots = world.requests(per_day)
@@ -235,10 +236,9 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
                     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
                     chosen = (prob.cumsum(axis=1) > choice_rng.random(per_day)[:, None]).argmax(axis=1)
             shown = world.outcomes(slots, candidates[np.arange(per_day), chosen])
-            before = predict(model, probe)
             keep = shown["holdout"].to_numpy() == 0
             if reinforce is None:
-                supervised.fit(encoder.split(shown[keep]), encoder.split(selection), epochs=config.epochs_per_day,
+                supervised.fit(encoder.split(shown[keep]), selection_split, epochs=config.epochs_per_day,
                                batch_size=config.batch_size, seed=seed + day, patience=0, restore_best=False)
             else:
                 kept = np.flatnonzero(keep)
@@ -264,6 +264,7 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
                                  "value": metrics_lib.auc(y[mask], pred[t.name][mask])})
                 drift = kl_divergence("binary", tf.constant(before[t.name]), tf.constant(after[t.name])).numpy()
                 rows.append({**head, "task": t.name, "measure": "output_drift", "value": float(np.mean(drift))})
+            before = after
             counts = np.bincount(shown["item"], minlength=params["items"])
             for measure, value in (("click_rate", float(shown["click"].mean())),
                                    ("coverage", float((counts > 0).mean())), ("gini", _gini(counts))):

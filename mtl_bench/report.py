@@ -40,6 +40,7 @@ SPLIT = "validation"
 # Columns of the unit table that are values, not identifiers of the unit's cell.
 _UNIT_VALUE_COLUMNS = frozenset({"task", "metric", "transfer", "relative_transfer"})
 BOOTSTRAP = 2000
+CONTRAST_COLUMNS = ["measure", "explanation", "expected_sign", "n", "spearman", "ci_low", "ci_high", "support"]
 MIN_UNITS = 6
 
 
@@ -199,7 +200,7 @@ def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> 
         lo, hi = np.nanpercentile(samples, [2.5, 97.5]) if np.isfinite(samples).any() else (np.nan, np.nan)
         rows.append({"measure": m.name, "explanation": m.explanation, "expected_sign": m.sign,
                      "n": int(ok.sum()), "spearman": rho, "ci_low": lo, "ci_high": hi, "support": m.sign * rho})
-    table = pd.DataFrame(rows, columns=["measure", "explanation", "expected_sign", "n", "spearman", "ci_low", "ci_high", "support"])
+    table = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
     return Contrast(table, _verdict(table, boot_support, n), n)
 
 
@@ -272,8 +273,7 @@ def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
             "experiment (--suite recsim --regime daily --experiment cohort)"
         )
     if units.empty:
-        result = Contrast(pd.DataFrame(columns=["measure", "explanation", "expected_sign", "n", "spearman",
-                                                "ci_low", "ci_high", "support"]),
+        result = Contrast(pd.DataFrame(columns=CONTRAST_COLUMNS),
                           "No joint-regime results in these runs: no contrast.", 0)
     else:
         result = contrast(units)

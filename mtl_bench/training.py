@@ -135,10 +135,7 @@ class Trainer:
 
     def task_losses(self, x: dict[str, tf.Tensor], y: dict[str, tf.Tensor], training: bool = True) -> tf.Tensor:
         """Vector of per-task mean losses on one batch (differentiable)."""
-        return self._losses(self.model(x, training=training), y)
-
-    def _losses(self, pred: dict[str, tf.Tensor], y: dict[str, tf.Tensor]) -> tf.Tensor:
-        return tf.stack(self._each_loss(pred, y))
+        return tf.stack(self._each_loss(self.model(x, training=training), y))
 
     def _each_loss(self, pred: dict[str, tf.Tensor], y: dict[str, tf.Tensor]) -> list[tf.Tensor]:
         return [fn(tf.expand_dims(y[t.name], -1), pred[t.name]) for t, fn in zip(self.tasks, self._loss_fns)]
