@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/mtl-bench run
+	$(VENV)/bin/mtl-bench calibrate --draws 1 --out runs/demo
 
 # The tuning tests start a throw-away PostgreSQL server: install Debian's package when missing (as root).
 postgres:

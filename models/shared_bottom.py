@@ -44,9 +44,12 @@ def matched_bottom_units(
     return max(1, int(numerator / (d + 1 + t * c) + 0.5))
 
 
+BOTTOM_ACTIVATIONS: tuple[str, ...] = ("relu", "linear", "tanh")
+
+
 @keras.saving.register_keras_serializable(package="mtl_bench")
 class SharedBottom(MultiTaskModel):
-    """Input block -> ``Dense(bottom_units, relu)`` (shared) -> one :class:`Tower` per task.
+    """Input block -> ``Dense(bottom_units, bottom_activation)`` (shared) -> one :class:`Tower` per task.
 
     Shared variables: the embeddings (``"embedding"``) and the bottom
     (``"dense"``). Task variables: the task's tower. :meth:`gates` returns ``{}``.
@@ -58,6 +61,9 @@ class SharedBottom(MultiTaskModel):
             to an MMoE of 8 experts of 16 units with the same input width, tasks
             and towers (:func:`matched_bottom_units`).
         tower_units: Hidden width of each tower (0 = linear/sigmoid head only).
+        bottom_activation: Activation of the shared layer, one of
+            :data:`BOTTOM_ACTIVATIONS`; ``"linear"`` makes it the narrow linear
+            bottleneck of the planted suite (a one-unit ReLU can die).
         embedding_dim: Width of each categorical embedding.
         dropout: Dropout rate in the towers, in ``[0, 1)``.
         **kwargs: Base model arguments (``name``, ...).
@@ -70,11 +76,17 @@ class SharedBottom(MultiTaskModel):
         *,
         bottom_units: int | None = None,
         tower_units: int = 8,
+        bottom_activation: str = "relu",
         embedding_dim: int = 8,
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        if bottom_activation not in BOTTOM_ACTIVATIONS:
+            raise ValueError(
+                f"`bottom_activation` must be one of {list(BOTTOM_ACTIVATIONS)}. Received: bottom_activation={bottom_activation!r}"
+            )
         super().__init__(features, tasks, embedding_dim=embedding_dim, **kwargs)
+        self.bottom_activation = bottom_activation
         self.bottom_units = None if bottom_units is None else check_int("bottom_units", bottom_units, 1)
         self.tower_units = check_int("tower_units", tower_units, 0)
         self.dropout = check_rate("dropout", dropout)
@@ -88,7 +100,7 @@ class SharedBottom(MultiTaskModel):
 
     def _build_body(self, input_dim: int) -> None:
         units = self.resolved_bottom_units
-        self.bottom = keras.layers.Dense(units, activation="relu", dtype=self.dtype_policy, name="bottom")
+        self.bottom = keras.layers.Dense(units, activation=self.bottom_activation, dtype=self.dtype_policy, name="bottom")
         self.bottom.build((None, input_dim))
         self.towers = []
         for task in self.tasks:
@@ -105,5 +117,6 @@ class SharedBottom(MultiTaskModel):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"bottom_units": self.bottom_units, "tower_units": self.tower_units, "dropout": self.dropout})
+        config.update({"bottom_units": self.bottom_units, "tower_units": self.tower_units,
+                       "bottom_activation": self.bottom_activation, "dropout": self.dropout})
         return config

@@ -110,6 +110,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-every", type=int, metavar="N",
                      help="probe gradient conflict and forgetting every N training steps (default 100)")
     run.add_argument("--no-probe", action="store_true", help="switch the probe off")
+    run.add_argument("--lookahead-steps", type=int, metavar="K",
+                     help="joint regime: real optimizer steps of the other tasks the probe replays per event to "
+                     "measure the damage they do (default 10, 0 = off)")
+    run.add_argument("--selection", choices=["per_task", "sum", "last"],
+                     help="epoch selection: each task its own best epoch (per_task, default), one epoch by the "
+                     "summed loss (sum), or none (last)")
+    run.add_argument("--selection-share", type=float, metavar="S",
+                     help="share of the validation rows that only select epochs; results and verdicts are read on "
+                     "the rest (default 0.5)")
     run.add_argument("--tensorboard", metavar="DIR", help="also write training metrics and probe scalars for TensorBoard")
     run.add_argument("--single-baseline", choices=["single_task", "same_arch"],
                      help="single regime trains one-tower models (single_task) or each architecture on one task")
@@ -143,6 +152,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by mtl-bench run")
     report.add_argument("--plots", action="store_true", help="also write the figures as PNG into the first run directory")
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="check the verdict on planted mechanisms: the confusion matrix planted × verdict",
+        description=(
+            "Run the planted suite (identical, none, conflict, forgetting, both) single-task and jointly over "
+            "independent draws, report each draw, and print the confusion matrix of planted mechanism × verdict. "
+            "Writes calibration.csv and calibration.md into --out; each draw is a run directory under it."
+        ),
+    )
+    calibrate.add_argument("--draws", type=int, default=3, metavar="N", help="independent draws (default 3)")
+    calibrate.add_argument("--seeds", type=int, default=10, metavar="N", help="seeds per draw (default 10)")
+    calibrate.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0 = one per core)")
+    calibrate.add_argument("--out", default="runs/calibration", metavar="DIR", help="output directory (default runs/calibration)")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tune = sub.add_parser(
         "tune",
@@ -212,7 +236,9 @@ def _run_config(args: argparse.Namespace):
                       ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
                       ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
                       ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),
-                      ("probe_every", "probe_every"), ("tensorboard", "tensorboard")]:
+                      ("probe_every", "probe_every"), ("tensorboard", "tensorboard"),
+                      ("lookahead_steps", "lookahead_steps"), ("selection", "selection"),
+                      ("selection_share", "selection_share")]:
         value = getattr(args, flag)
         if value is not None:
             data[key] = value
@@ -297,11 +323,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print("\nContrast: Spearman correlation of per-seed transfer with each measure (bootstrap 95% CI)")
         print(result.table.to_string(index=False))
     print(f"\n{result.verdict}")
-    print(f"\nwritten: {out / 'report.md'}, {out / 'report.csv'}, {out / 'contrast.csv'}")
+    if result.verdicts:
+        from mtl_bench.verdict import sentence
+
+        print("\nVerdict (validation rows that never selected an epoch; 95% CIs over seeds):")
+        for v in result.verdicts:
+            print(f"- {sentence(v, result.variant_columns)}")
+    written = ["report.md", "report.csv", "contrast.csv"] + (["verdict.json", "verdict.csv"] if result.verdicts else [])
+    print("\nwritten: " + ", ".join(str(out / n) for n in written))
     if args.plots:
         from mtl_bench.plots import write_plots
 
-        written, notes = write_plots(runs, contrast_table=result.table)
+        written, notes = write_plots(runs, contrast_table=result.table, verdicts=result.verdicts)
         for note in notes:
             print(f"note: {note}")
         print("written: " + ", ".join(str(p) for p in written) if written else "no figures written")
@@ -351,7 +384,26 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "report": _cmd_report, "tune": _cmd_tune}
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from mtl_bench import calibrate
+
+    from mtl_bench import io
+    from mtl_bench.verdict import sentence
+
+    table = calibrate.calibrate(draws=args.draws, seeds=args.seeds, out=args.out, jobs=args.jobs,
+                                progress=None if args.quiet else sys.stderr)
+    for draw in sorted(set(table["draw"])):
+        print(f"\nDraw {draw} (seeds {calibrate.FIRST_SEED + draw * args.seeds}-"
+              f"{calibrate.FIRST_SEED + (draw + 1) * args.seeds - 1}): mtl-bench report {Path(args.out) / f'draw{draw}'}")
+        for v in io.read_json(Path(args.out) / f"draw{draw}" / "verdict.json"):
+            print(f"- {sentence(v, ['mechanism'])}")
+    print("\nPlanted mechanism × verdict:\n")
+    print(calibrate.summary(table))
+    print(f"written: {Path(args.out) / 'calibration.csv'}, {Path(args.out) / 'calibration.md'}")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "bench": _cmd_bench, "report": _cmd_report, "tune": _cmd_tune, "calibrate": _cmd_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from mtl_bench.errors import UserInputError
 
 SINGLE_BASELINES = ("single_task", "same_arch")
 EXPERIMENTS = ("", "cohort", "sparse-dense", "policy")
+SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.training.SELECTIONS, without importing TensorFlow
 
 
 @dataclasses.dataclass
@@ -39,6 +40,11 @@ class RunConfig:
         max_train_rows: Use at most this many training rows (small CI slices); 0 = all.
         max_eval_rows: Use at most this many validation and test rows; 0 = all.
         probe_every: Probe cadence in training steps; 0 switches the probe off.
+        lookahead_steps: Joint regime: at each probe event, replay this many
+            real optimizer steps of the other tasks alone to measure the
+            damage they do to each task (the ``damage*`` measures; 0 = off).
+            Descriptive evidence the verdict does not read; it costs ``T·k``
+            training steps per probe event.
         tensorboard: Directory for TensorBoard scalars; empty = none.
         single_baseline: What the single regime trains: ``"single_task"`` (one
             tower model per task) or ``"same_arch"`` (each architecture of
@@ -60,6 +66,15 @@ class RunConfig:
             ``"policy"`` (on-policy vs logged data; see :mod:`mtl_bench.policy`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
+        selection: How the single, joint and sequential regimes select the
+            epoch whose weights are evaluated: ``"per_task"`` (each task its
+            own best epoch by its own validation loss, the rule a single-task
+            model is selected by, so both arms are selected alike),
+            ``"sum"`` (one epoch by the weighted sum of the task losses) or
+            ``"last"`` (no selection: the last epoch, the same budget for all).
+        selection_share: Share of the validation rows that only select epochs;
+            every reported validation number, the probe batch and the verdict
+            come from the other rows (0 = all rows do both).
         jobs: Worker processes running cells in parallel; 0 = one per CPU core.
             Each worker runs TensorFlow on one thread, so results do not
             depend on the number of jobs.
@@ -82,6 +97,7 @@ class RunConfig:
     max_train_rows: int = 0
     max_eval_rows: int = 0
     probe_every: int = 100
+    lookahead_steps: int = 0
     tensorboard: str = ""
     single_baseline: str = "same_arch"
     remedies: list[str] = dataclasses.field(default_factory=lambda: ["none"])
@@ -90,6 +106,8 @@ class RunConfig:
     pretrain_days: int = 0
     epochs_per_day: int = 1
     experiment: str = ""
+    selection: str = "per_task"
+    selection_share: float = 0.5
     jobs: int = 0
 
     def __post_init__(self) -> None:
@@ -102,7 +120,8 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserInputError(f"config: {name} must be an integer >= 1. Received: {name}={value!r}")
-        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "first_seed", "jobs", "pretrain_days"):
+        for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "lookahead_steps", "first_seed", "jobs",
+                     "pretrain_days"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
@@ -138,6 +157,11 @@ class RunConfig:
                 raise UserInputError(
                     f"config: task_weights.{task} must be a finite number >= 0. Received: {w!r}"
                 )
+        if self.selection not in SELECTIONS:
+            raise UserInputError(f"config: selection must be one of {list(SELECTIONS)}. Received: {self.selection!r}")
+        share = self.selection_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+            raise UserInputError(f"config: selection_share must be a number in [0, 1). Received: selection_share={share!r}")
         if self.experiment not in EXPERIMENTS:
             raise UserInputError(f"config: experiment must be one of {list(EXPERIMENTS)}. Received: {self.experiment!r}")
         if len(set(self.remedies)) != len(self.remedies):

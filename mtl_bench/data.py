@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from mtl_bench.spec import Split
 
+STREAM_BLOCK = "stream_block"  # meta key: the time block a training row belongs to
+
 
 def steps_per_epoch(split: Split, batch_size: int) -> int:
     """Full batches per epoch (the remainder rows sit out, a different random few each epoch)."""
@@ -29,12 +31,25 @@ def resident(split: Split, tasks: Sequence[str]) -> tuple[dict[str, tf.Tensor], 
     )
 
 
-def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+def epoch_batches(
+    n: int, batch_size: int, rng: np.random.Generator, blocks: np.ndarray | None = None
+) -> np.ndarray:
     """Row indices of one epoch, shape ``(steps, batch)``: a fresh permutation cut into full batches.
 
     With fewer rows than ``batch_size``, the single batch is the whole (permuted) split.
+
+    Args:
+        blocks: Optional time block per row (a split's ``meta["stream_block"]``):
+            the epoch then reads the log in time order, block after block in
+            increasing order, each block's rows in a fresh random order, as a
+            production model reads its logs (and as labels that arrive late
+            are missing from the latest blocks). Without it, the epoch is one
+            permutation of all rows.
     """
-    order = rng.permutation(n).astype(np.int32)
+    if blocks is None:
+        order = rng.permutation(n).astype(np.int32)
+    else:
+        order = np.concatenate([rng.permutation(np.flatnonzero(blocks == b)) for b in np.unique(blocks)]).astype(np.int32)
     if n < batch_size:
         return order[None, :]
     steps = n // batch_size

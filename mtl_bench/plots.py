@@ -27,15 +27,28 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from scipy import stats
 
+from mtl_bench.catalog import BY_NAME
 from mtl_bench.summary import ALL_TASKS, BASELINE_REMEDY, SINGLE_REGIME, headline_metric, with_remedy
 
 SPLIT = "validation"
 SHARED_WEIGHTS = "(shared weights)"
 MEAN_TASK = "(mean)"
+RUN_COLUMN = "run"  # which run directory a row of several runs' summaries came from
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
-X_MEASURES = {"cosine": ("cosine", "cosine"), "conflict": ("conflict", "conflict_rate")}
-Y_MEASURES = {"retention": ("retention", "retention"), "forgetting": ("forgetting", "sequential_forgetting")}
+# The measures of :mod:`mtl_bench.catalog` the figures read, as (source record, catalog name). The keys are the
+# ``x`` / ``y`` arguments of :func:`conflict_vs_retention`.
+X_MEASURES = {key: (BY_NAME[name].record, name) for key, name in (("cosine", "cosine"), ("conflict", "conflict_rate"))}
+Y_MEASURES = {key: (BY_NAME[name].record, name)
+              for key, name in (("retention", "retention"), ("forgetting", "sequential_forgetting"))}
+COSINE = BY_NAME["cosine"].record  # symmetric in the task pair
+AFFINITY = BY_NAME["affinity_in"].record  # directional: i → j
+DYNAMICS = (COSINE, AFFINITY)
+OUTPUT_DRIFT = BY_NAME["output_drift"].record
+FORGETTING = BY_NAME["sequential_forgetting"].record  # retention.csv names it f"{record}_{headline metric}"
+# The verdict figure: one colour per explanation, the same in every run.
+EXPLANATION_COLORS = {"conflict": "tab:red", "forgetting": "tab:blue", "both": "tab:purple", "neither": "tab:green",
+                      "undetermined": "tab:gray"}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -58,7 +71,8 @@ def _variant_keys(frame: pd.DataFrame, variant_columns: Sequence[str] | None) ->
 
 def _label(keys: Sequence[str], values: Sequence) -> str:
     suite, *rest = values
-    parts = [str(suite)] + [f"{k}={v}" for k, v in zip(keys[1:], rest) if not pd.isna(v)]
+    # A run's directory name (e.g. a sparse-dense point, ``embedding_dim=16``) labels itself.
+    parts = [str(suite)] + [str(v) if k == RUN_COLUMN else f"{k}={v}" for k, v in zip(keys[1:], rest) if not pd.isna(v)]
     return " ".join(parts)
 
 
@@ -264,7 +278,7 @@ def training_dynamics(
     *,
     arch: str | None = None,
     regime: str = "joint",
-    measures: Sequence[str] = ("cosine", "affinity"),
+    measures: Sequence[str] = DYNAMICS,
     variant_columns: Sequence[str] | None = None,
 ) -> Figure:
     """Gradient cosine and TAG affinity over training steps, per layer group.
@@ -292,7 +306,7 @@ def training_dynamics(
         rows = rows[rows["arch"] == arch]
     if rows.empty:
         return _empty(fig, f"no {regime} probe rows for {', '.join(measures)}")
-    symmetric = rows["measure"] == "cosine"
+    symmetric = rows["measure"] == COSINE
     rows = rows[~symmetric | (rows["task_i"] < rows["task_j"])]
     panels = [[(m, g) for g in dict.fromkeys(rows[rows["measure"] == m]["group"])] for m in measures]
     panels = [p for p in panels if p]
@@ -311,7 +325,7 @@ def training_dynamics(
             for key, curve in curves.groupby(level=list(range(len(variant) + 2)), sort=False):
                 *values, ti, tj = key
                 steps = curve.index.get_level_values("step")
-                arrow = "·" if measure == "cosine" else "→"
+                arrow = "·" if measure == COSINE else "→"
                 ax.plot(steps, curve.to_numpy(), color=colors[tuple(values)], ls=styles[(ti, tj)], lw=1.2,
                         label=f"{ti}{arrow}{tj} {_label(variant, values)}")
             ax.axhline(0, color="0.6", lw=0.8, zorder=0)
@@ -400,12 +414,12 @@ def drift_vs_forgetting(retention: pd.DataFrame, *, variant_columns: Sequence[st
     fig = _figure(6.5, 4.8)
     if retention.empty:
         return _empty(fig, "no retention rows")
-    headline = _headline(retention, "forgetting")
+    headline = _headline(retention, FORGETTING)
     seq = retention[(retention["regime"] == "sequential") & retention["task"].isin(headline)]
     cell = [*variant, "arch", "order", "seed"]
     seq = _last_phase(seq, cell)
-    drift = seq[seq["measure"] == "output_drift"]
-    forget = seq[[m == f"forgetting_{headline[t]}" for t, m in zip(seq["task"], seq["measure"])]]
+    drift = seq[seq["measure"] == OUTPUT_DRIFT]
+    forget = seq[[m == f"{FORGETTING}_{headline[t]}" for t, m in zip(seq["task"], seq["measure"])]]
     keys = [*cell, "phase", "task"]
     points = drift.merge(forget, on=keys, suffixes=("_drift", "_forgetting"), how="inner")
     if points.empty:
@@ -485,6 +499,8 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
         table: :func:`mtl_bench.remedy_report.remedy_table`.
         baseline: The baseline the changes are taken against.
     """
+    if not table.empty and "variant" in table:
+        table = table[table["variant"] == "all"]  # the pooled rows; per-variant rows are in remedies.csv
     rows = table[table["baseline"] == baseline].reset_index(drop=True) if not table.empty else table
     fig = _figure(11, 0.45 * max(len(rows), 4) + 1.6)
     if rows.empty:
@@ -503,6 +519,9 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
             right.barh(y[k], r.target_lowered_share, color=color, alpha=0.7)
             right.annotate(r.target_measure, (r.target_lowered_share, y[k]), fontsize=7, va="center",
                            xytext=(3, 0), textcoords="offset points")
+        elif r.family in ("conflict", "forgetting"):
+            right.annotate(f"no per-cell {r.family} measure in this regime", (0, y[k]), fontsize=7, va="center",
+                           color="0.4", xytext=(3, 0), textcoords="offset points")
     left.axvline(0, color="black", linewidth=0.8)
     right.axvline(0.5, color="gray", linewidth=0.8, linestyle="--")
     right.set_xlim(0, 1.35)
@@ -514,6 +533,127 @@ def remedy_effects(table: pd.DataFrame, *, baseline: str = BASELINE_REMEDY) -> F
     left.legend(handles, list(families), fontsize=8, loc="best")
     fig.suptitle("Interventions: does removing the mechanism remove negative transfer? "
                  "(validation; median and its 95% sign-test CI over seeds)")
+    return fig
+
+
+def verdict(entries: Sequence[dict] | pd.DataFrame, variant_columns: Sequence[str]) -> Figure:
+    """Each task's verdict: its transfer (left) and where its evidence puts it (right).
+
+    Left: per suite variant × architecture × task, ``log_transfer`` (100 · ln of
+    the joint over the single-task value; < 0 is negative transfer) with its 95%
+    t-interval over seeds, coloured by the task's explanation; 0 and the
+    ``-TOLERANCE`` bound of a ``no`` are marked. Right: the evidence map, one
+    point per task: x the conflict ratio, y ``absence_excess``
+    (``absence_damage - absence_floor``), each with the interval the verdict
+    reads (97.5%); dashed lines at ``-CONFLICT_RATIO`` and 0 split it into the
+    quadrants of the explanations. A task whose training never lacked its labels
+    has no ``absence_excess``: it is drawn hollow at y = 0. Numbers tie the
+    right panel's points to the left panel's rows.
+
+    Args:
+        entries: :func:`mtl_bench.verdict.verdicts` (``report.build_report(...)[1].verdicts``), or
+            a table shaped like :func:`mtl_bench.verdict.frame` of them.
+        variant_columns: The suite parameters that identify a variant.
+
+    Returns:
+        A figure with two axes.
+    """
+    from mtl_bench import verdict as verdict_lib
+
+    table = entries if isinstance(entries, pd.DataFrame) else verdict_lib.frame(entries, variant_columns)
+    fig = _figure(13, 4)
+    if table.empty:
+        return _empty(fig, "no verdicts (the joint regime was not run)")
+    table = table.reset_index(drop=True)
+    variant = [c for c in variant_columns if c in table.columns]
+    # The suite and the architecture only label the rows when they vary.
+    keys = [k for k in ("suite", *variant, "arch") if k in variant or table[k].nunique() > 1]
+    labels = [" ".join([*(f"{k}={r[k]}" if k in variant else str(r[k]) for k in keys if not pd.isna(r[k])),
+                        str(r["task"])]) for _, r in table.iterrows()]
+    n = len(table)
+    colors = [EXPLANATION_COLORS.get(e, "black") for e in table["explanation"]]
+    fig.set_size_inches(13, 2.6 + 0.32 * max(n, 6))
+    left, right = fig.subplots(1, 2, width_ratios=[1.1, 1])
+
+    y = np.arange(n)[::-1].astype(float)
+    mean = table["log_transfer"].to_numpy(float)
+    err = np.vstack([mean - table["ci_low"].to_numpy(float), table["ci_high"].to_numpy(float) - mean])
+    for k in range(n):
+        if np.isfinite(err[:, k]).all():
+            left.errorbar(mean[k], y[k], xerr=err[:, k : k + 1], fmt="none", ecolor=colors[k], capsize=3, lw=1.2)
+    left.scatter(mean, y, c=colors, s=36, zorder=3, gid="transfer")
+    left.axvline(0, color="black", lw=0.8)
+    left.axvline(-verdict_lib.TOLERANCE, color="0.6", lw=0.8, ls=":")
+    left.set_yticks(y, [f"{lab}  [{k + 1}]" for k, lab in enumerate(labels)], fontsize="small")
+    left.set_ylim(-0.7, n - 0.3)
+    left.set_xlabel("log_transfer: 100·ln(joint / single-task), sign-corrected (< 0 = negative transfer)",
+                    fontsize="small")
+    left.set_title("Transfer vs single-task (mean, 95% CI over seeds)", fontsize="medium")
+    left.grid(axis="x", color="0.9", lw=0.6)
+    handles = [left.scatter([], [], c=c, s=36, label=name) for name, c in EXPLANATION_COLORS.items()]
+    handles.append(left.plot([], [], color="0.6", lw=0.8, ls=":",
+                             label=f"-{verdict_lib.TOLERANCE:g}: 'no' needs the CI above it")[0])
+
+    x = table["conflict_ratio"].to_numpy(float) if "conflict_ratio" in table else np.full(n, np.nan)
+    excess = table["absence_excess"].to_numpy(float) if "absence_excess" in table else np.full(n, np.nan)
+    col = lambda name: table[name].to_numpy(float) if name in table else np.full(n, np.nan)  # noqa: E731
+    x_err = np.vstack([x - col("conflict_ratio_ci_low"), col("conflict_ratio_ci_high") - x])
+    y_err = np.vstack([excess - col("absence_excess_ci_low"), col("absence_excess_ci_high") - excess])
+    shown = np.isfinite(x)
+    measured = shown & np.isfinite(excess)
+    hollow = shown & ~np.isfinite(excess)
+    ys = np.where(measured, excess, 0.0)
+    for k in np.flatnonzero(shown):
+        xe = x_err[:, k : k + 1] if np.isfinite(x_err[:, k]).all() else None
+        ye = y_err[:, k : k + 1] if measured[k] and np.isfinite(y_err[:, k]).all() else None
+        if xe is not None or ye is not None:
+            right.errorbar(x[k], ys[k], xerr=xe, yerr=ye, fmt="none", ecolor=colors[k], capsize=2, lw=1.0, alpha=0.8)
+    pick = lambda mask: [c for c, m in zip(colors, mask) if m]  # noqa: E731
+    right.scatter(x[measured], ys[measured], c=pick(measured), s=40, zorder=3, gid="evidence")
+    right.scatter(x[hollow], ys[hollow], facecolors="none", edgecolors=pick(hollow), s=40, linewidths=1.4, zorder=3,
+                  gid="evidence_no_stretch")
+    right.axvline(-verdict_lib.CONFLICT_RATIO, color="0.3", lw=0.9, ls="--")
+    right.axhline(verdict_lib.FORGETTING_RISE, color="0.3", lw=0.9, ls="--")
+    x_lo, x_hi = right.get_xlim()
+    x_lo, x_hi = min(x_lo, -1.05), max(x_hi, 1.05)
+    y_lo, y_hi = right.get_ylim()
+    span = max(abs(y_lo), abs(y_hi), 0.05)
+    y_lo, y_hi = min(y_lo, -0.3 * span), max(y_hi, 0.3 * span)
+    right.set_xlim(x_lo, x_hi)
+    right.set_ylim(y_lo, y_hi)
+    # Points close together (the tasks of a variant share their conflict ratio) share one label.
+    groups: list[tuple[float, float, list[str]]] = []
+    for k in np.flatnonzero(shown):
+        fx, fy = (x[k] - x_lo) / (x_hi - x_lo), (ys[k] - y_lo) / (y_hi - y_lo)
+        near = next((g for g in groups if np.hypot(g[0] - fx, g[1] - fy) < 0.05), None)
+        if near is None:
+            groups.append((fx, fy, [str(k + 1)]))
+        else:
+            near[2].append(str(k + 1))
+    for fx, fy, names in groups:
+        right.annotate(",".join(names), (fx, fy), xycoords="axes fraction", xytext=(4, 4), textcoords="offset points",
+                       fontsize="x-small")
+    box = dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.8)
+    for text, (qx, qy), ha, va in (("both", (0.02, 0.98), "left", "top"), ("forgetting", (0.98, 0.98), "right", "top"),
+                                   ("conflict", (0.02, 0.02), "left", "bottom"),
+                                   ("neither", (0.98, 0.02), "right", "bottom")):
+        right.text(qx, qy, text, transform=right.transAxes, ha=ha, va=va, fontsize="small", color="0.35",
+                   style="italic", bbox=box)
+    right.set_xlabel(f"conflict_ratio (noise-free gradient cosine; conflict below -{verdict_lib.CONFLICT_RATIO:g})",
+                     fontsize="small")
+    right.set_ylabel(f"absence_excess (forgetting above {verdict_lib.FORGETTING_RISE:g})\n"
+                     "= absence_damage - absence_floor (single-task)", fontsize="small")
+    right.set_title("Evidence (mean, 97.5% CI over seeds, as the verdict reads it)", fontsize="medium")
+    handles.append(right.scatter([], [], facecolors="none", edgecolors="0.3", s=40, linewidths=1.4,
+                                 label="no stretch without labels (drawn at y = 0)"))
+    if (~shown).any():
+        handles.append(right.plot([], [], " ", label=f"{int((~shown).sum())} task(s) without a conflict ratio: "
+                                                     "not on the map")[0])
+    # Below the panels, where it hides no point: the explanation of each colour and the special markers.
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize="small",
+               title="explanation (colour)", title_fontsize="small")
+    fig.suptitle("Verdict per task (validation rows that never selected an epoch, 95% CIs over seeds)",
+                 fontsize="medium")
     return fig
 
 
@@ -576,40 +716,56 @@ def save(fig: Figure, path: str | Path, *, dpi: int = 100) -> Path:
 
 
 def _read_summaries(run_dirs: Sequence[Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(d / "summary.csv", keep_default_na=False, na_values=[""])
-              for d in run_dirs if (d / "summary.csv").is_file()]
+    """The runs' ``summary.csv`` rows, each with its run's directory name (its path when names repeat)."""
+    names = [d.name for d in run_dirs]
+    labels = names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+    frames = [pd.read_csv(d / "summary.csv", keep_default_na=False, na_values=[""]).assign(**{RUN_COLUMN: label})
+              for d, label in zip(run_dirs, labels) if (d / "summary.csv").is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def figures(
-    run_dirs: Sequence[str | Path], *, contrast_table: pd.DataFrame | None = None
+    run_dirs: Sequence[str | Path],
+    *,
+    contrast_table: pd.DataFrame | None = None,
+    verdicts: Sequence[dict] | None = None,
 ) -> dict[str, Callable[[], Figure] | str]:
     """Every figure of the runs: file name → a function drawing it, or the reason it is skipped.
 
     Args:
         run_dirs: Run directories written by ``mtl-bench run``.
         contrast_table: The runs' ``report.contrast`` table; default: computed when needed.
+        verdicts: The runs' verdicts (``report.build_report(run_dirs)[1].verdicts``); default: computed
+            when needed, the way ``build_report`` computes them (without its contrast, which they do not use).
     """
     from mtl_bench import report
 
     from mtl_bench import cohort_report, remedy_report
+    from mtl_bench import verdict as verdict_lib
 
     dirs = [Path(d) for d in run_dirs]
     metrics, probe, retention, variant_columns = report.load_runs(dirs)
     remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
+    all_cells = (metrics, probe, retention)
     # Every figure but the remedy one describes the baseline training.
     baseline = lambda f: f[f["remedy"] == BASELINE_REMEDY] if not f.empty else f  # noqa: E731
     metrics, probe, retention = baseline(metrics), baseline(probe), baseline(retention)
     summary = baseline(with_remedy(_read_summaries(dirs)))
+    summary_variants = list(variant_columns)
     if not summary.empty:
         for c in variant_columns:
             if c not in summary.columns:
                 summary[c] = np.nan
+        # Runs of the same suite variant (the points of a sparse-dense sweep differ only in architecture
+        # parameters) have rows with equal keys: the run tells them apart, one panel each.
+        runs_per_variant = summary.groupby(["suite", *variant_columns], dropna=False)[RUN_COLUMN].nunique()
+        if runs_per_variant.max() > 1:
+            summary_variants.append(RUN_COLUMN)
     has = lambda frame, column, values: (not frame.empty) and frame[column].isin(values).any()  # noqa: E731
     out: dict[str, Callable[[], Figure] | str] = {}
 
     if has(summary, "regime", ["joint", "sequential"]):
-        out["negative_transfer.png"] = lambda: negative_transfer(summary, variant_columns=variant_columns)
+        out["negative_transfer.png"] = lambda: negative_transfer(summary, variant_columns=summary_variants)
     else:
         out["negative_transfer.png"] = "no multi-task regime in summary.csv"
 
@@ -643,7 +799,7 @@ def figures(
         out["accuracy_matrix.png"] = lambda: accuracy_matrix(metrics, variant_columns=variant_columns)
     else:
         out["accuracy_matrix.png"] = "no sequential regime"
-    if has(retention, "measure", ["output_drift"]):
+    if has(retention, "measure", [OUTPUT_DRIFT]):
         out["drift_vs_forgetting.png"] = lambda: drift_vs_forgetting(retention, variant_columns=variant_columns)
     else:
         out["drift_vs_forgetting.png"] = "no output drift in retention.csv"
@@ -656,11 +812,29 @@ def figures(
         out["remedies.png"] = "no remedy besides the baseline (run with --remedy)"
     else:
         out["remedies.png"] = lambda: remedy_effects(remedies)
+    # The report has verdicts whenever it has joint-regime units (report.build_report).
+    if verdicts is not None and len(verdicts) == 0:
+        out["verdict.png"] = "the report has no verdicts"
+    elif verdicts is None and not has(metrics, "regime", ["joint"]):
+        out["verdict.png"] = "no joint regime: no verdict"
+    else:
+        def draw_verdict() -> Figure:
+            entries = verdicts
+            if entries is None:
+                units = report.unit_table(*all_cells, variant_columns)
+                entries = verdict_lib.verdicts(units, variant_columns, remedies) if not units.empty else []
+            return verdict(entries, variant_columns)
+
+        out["verdict.png"] = draw_verdict
     return out
 
 
 def write_plots(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None, *, contrast_table: pd.DataFrame | None = None
+    run_dirs: Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    contrast_table: pd.DataFrame | None = None,
+    verdicts: Sequence[dict] | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Writes every figure whose inputs exist as PNG into ``out`` (default: the first run directory).
 
@@ -668,13 +842,14 @@ def write_plots(
         run_dirs: Run directories written by ``mtl-bench run``.
         out: Output directory.
         contrast_table: The runs' ``report.contrast`` table; default: computed.
+        verdicts: The runs' verdicts (``report.build_report(...)[1].verdicts``); default: computed.
 
     Returns:
         The written paths and one note per skipped figure.
     """
     out_dir = Path(out) if out is not None else Path(run_dirs[0])
     written, notes = [], []
-    for name, make in figures(run_dirs, contrast_table=contrast_table).items():
+    for name, make in figures(run_dirs, contrast_table=contrast_table, verdicts=verdicts).items():
         if isinstance(make, str):
             notes.append(f"skipped {name}: {make}")
         else:

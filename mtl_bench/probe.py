@@ -1,4 +1,4 @@
-"""The conflict probe: gradient conflict, lookahead affinity, forgetting events and gate health.
+"""The conflict probe: gradient conflict and its noise floor, affinity and damage lookaheads, forgetting, gate health.
 
 :class:`ConflictProbe` is a Keras callback. It works under the engine's
 :class:`~mtl_bench.training.Trainer` and under a plain ``model.fit`` of a
@@ -14,6 +14,23 @@ pair ``i != j`` and every variable group plus ``"all"``:
 * ``conflict``: 1.0 when the cosine is negative, else 0.0 (NaN with the cosine).
 * ``magnitude_similarity``: ``2 |g_i| |g_j| / (|g_i|^2 + |g_j|^2)``, in [0, 1].
 
+Noise floor by disjoint halves, group ``"all"``: the probe batch's rows are cut
+into half ``A`` (the first ``ceil(n / 2)`` rows) and half ``B`` (the rest).
+Each task's gradient is computed on each half (``g_i^A``, ``g_i^B``, mean loss
+over that half) and the full-batch gradient above is derived from them exactly,
+``g_i = (n_A g_i^A + n_B g_i^B) / n`` (the losses are means over the rows): ``2 T``
+backward passes over half the rows replace ``T`` over all of them, about the
+same cost. Not reported when ``n == 1``.
+
+* ``cosine_floor`` (``task_i == task_j``): ``cos(g_i^A, g_i^B)``: how much a
+  task agrees with itself across disjoint rows, the noise floor of every cosine.
+* ``conflict_floor`` (``task_i == task_j``): 1.0 when ``cosine_floor`` is
+  negative, else 0.0 (NaN with the cosine).
+* ``cosine_halves`` (ordered pairs ``i != j``):
+  ``(cos(g_i^A, g_j^B) + cos(g_i^B, g_j^A)) / 2``: the cross-task cosine with
+  the same disjoint-rows noise as the floor (NaN when a half-gradient is zero).
+* ``conflict_halves`` (``i != j``): 1.0 when ``cosine_halves`` is negative, else 0.0.
+
 Forgetting view inside joint training:
 
 * ``affinity`` (lookahead inter-task affinity, TAG, Fifty et al. 2021), group
@@ -27,6 +44,16 @@ Forgetting view inside joint training:
   apart from ``affinity`` so that averaging ``affinity`` rows never mixes in
   the (much larger) diagonal.
 * ``loss``: ``L_i(theta)`` on the probe batch, ``task_i == task_j``.
+* ``loss_rise`` (``task_i == task_j``, from the second event on): the
+  relative change of ``loss`` since the previous event,
+  ``(L_i(now) - L_i(previous)) / L_i(previous)``: what the real training
+  stream did to task ``i`` over the window.
+* ``window_signal`` (``task_i == task_j``; only for tasks with missing labels,
+  under the engine's trainer, which reports per call how many steps had a
+  label of the task in ``logs["signal_steps/<task>"]``): the share of the
+  window's steps whose batch held a label of task ``i``. Windows with
+  ``window_signal == 0`` are stretches without the task's signal: its
+  ``loss_rise`` there is what the other tasks' updates did to it alone.
 * ``forgetting_events`` (Toneva et al. 2019): number of probe examples that the
   task had right at the previous probe event and has wrong now;
   ``forgetting_rate`` is that number divided by the probe batch size. Not
@@ -34,6 +61,34 @@ Forgetting view inside joint training:
   binary task (``logit > 0`` for a loss with ``from_logits=True``) and
   ``|prediction - y| < 0.5 * std(y over the probe batch)`` for a regression
   task (``< 0.5`` when that standard deviation is 0).
+
+Lookahead damage, only when the probe is given a :class:`Lookahead` (group
+``"all"``, ``task_i = i``, ``task_j = "others"``): for each task ``i``, ``k``
+real steps of the training optimizer (its state included: Adam's moments and
+iteration count as they are at this event) on training batches, minimising
+``sum_{j != i} w_j L_j`` and updating every trainable variable except task
+``i``'s own ``model.task_variables[i]``, so task ``i``'s loss only moves through
+the shared and the other tasks' weights. The optimizer is applied to that subset
+of the variables it was built on (Keras 3 accepts it and leaves the other
+variables and their slots alone). The steps run the model with ``training=True``,
+as the trainer does; the batches are ``Lookahead.batch_size`` training rows
+drawn with ``np.random.default_rng([seed, step])``, the same for every ``i`` at
+one event; a missing (NaN) label gets sample weight 0 (a batch without labels
+for a task gives it loss 0 and gradient 0). Every model variable (``model.variables``:
+weights, non-trainable state, seed-generator states) and every optimizer
+variable is then assigned back its saved value, bit for bit. With
+``L_i`` task ``i``'s loss on the probe batch (``training=False``) before and
+after the ``k`` steps and ``d`` the change of the shared variables:
+
+* ``damage``: ``(L_i(after) - L_i(before)) / L_i(before)``: the relative rise of
+  task ``i``'s loss caused by the other tasks' real updates (positive: they hurt ``i``).
+* ``damage_first_order``: ``<g_i, d> / L_i(before)`` with ``g_i`` task ``i``'s
+  probe-batch gradient on the shared variables: the first-order prediction of
+  that rise (gradient conflict as the optimizer realises it).
+* ``damage_excess``: ``damage - damage_first_order``: the part the gradient
+  angle does not predict (interference beyond first order, i.e. forgetting).
+
+All three are NaN when ``L_i(before) == 0``.
 
 Gate health, when the model has a ``gates(x)`` method returning a non-empty
 ``{gate key: (batch, experts)}`` dict (group ``"gate"``, ``task_i`` = gate key):
@@ -57,14 +112,18 @@ next training step), against each task's gradient:
   drive it to 0, whatever the raw ``conflict`` between the tasks.
 
 Group ``"all"`` is every shared variable. ``loss``, ``forgetting_*``,
-``affinity`` and ``self_affinity`` only use ``"all"``. Without groups (neither
-the ``groups`` argument nor ``model.variable_groups``) only ``"all"`` is reported.
+``affinity``, ``self_affinity``, the ``*_floor`` and ``*_halves`` measures and
+the ``damage*`` measures only use ``"all"``. Without groups (neither the
+``groups`` argument nor ``model.variable_groups``) only ``"all"`` is reported.
 
-Every record is ``{**context, "step", "task_i", "task_j", "group", "measure", "value"}``.
+Every record is ``{**context, "epoch", "step", "task_i", "task_j", "group", "measure", "value"}``.
+``epoch`` is 0 for the event at the start of training and otherwise the
+1-based epoch during which the event happened (set by ``on_epoch_begin``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -75,11 +134,13 @@ import pandas as pd
 import tensorflow as tf
 
 from mtl_bench.spec import Task
+from mtl_bench.training import masked_loss
 
 ALL = "all"
 GATE_GROUP = "gate"
 UPDATE = "update"  # task_j of the applied-update measures
-RECORD_KEYS: tuple[str, ...] = ("step", "task_i", "task_j", "group", "measure", "value")
+OTHERS = "others"  # task_j of the lookahead-damage measures
+RECORD_KEYS: tuple[str, ...] = ("epoch", "step", "task_i", "task_j", "group", "measure", "value")
 ALARM_SHARE = 0.9
 _CACHE_ATTR = "_mtl_bench_probe_fns"
 
@@ -118,6 +179,88 @@ def _num_rows(value: Any) -> int:
     return int(shape[0])
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Lookahead:
+    """What the k-step counterfactual needs from the trainer.
+
+    Attributes:
+        features: The training split's features, resident (a feature dict, as the model takes it).
+        labels: Task name -> training labels, float32 of shape ``(n,)``; NaN marks a missing label.
+        optimizer: The training optimizer, already built on the model's trainable
+            variables; its state is used (and restored) at every probe event.
+        loss_weights: Static weight of each task in the training objective.
+        steps: Number of optimizer steps ``k`` of each counterfactual, >= 1.
+        batch_size: Training rows per step, >= 1.
+        seed: Seed of the batches; an event at global step ``s`` draws them from
+            ``np.random.default_rng([seed, s])``.
+    """
+
+    features: dict[str, tf.Tensor]
+    labels: dict[str, tf.Tensor]
+    optimizer: keras.optimizers.Optimizer
+    loss_weights: dict[str, float]
+    steps: int = 10
+    batch_size: int = 256
+    seed: int = 0
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
+
+
+def _check_lookahead(lookahead: Any, names: Sequence[str]) -> int:
+    """Validates a :class:`Lookahead` for the probed tasks; returns the number of training rows."""
+    if not isinstance(lookahead, Lookahead):
+        raise ValueError(f"ConflictProbe: lookahead must be a Lookahead. Received: {type(lookahead).__name__}")
+    if not _is_int(lookahead.steps, 1):
+        raise ValueError(f"ConflictProbe: lookahead.steps must be an int >= 1. Received: steps={lookahead.steps!r}")
+    if not _is_int(lookahead.batch_size, 1):
+        raise ValueError(
+            f"ConflictProbe: lookahead.batch_size must be an int >= 1. Received: batch_size={lookahead.batch_size!r}"
+        )
+    if not _is_int(lookahead.seed, 0):
+        raise ValueError(f"ConflictProbe: lookahead.seed must be an int >= 0. Received: seed={lookahead.seed!r}")
+    if not isinstance(lookahead.optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            "ConflictProbe: lookahead.optimizer must be a keras.optimizers.Optimizer. "
+            f"Received: {type(lookahead.optimizer).__name__}"
+        )
+    if not isinstance(lookahead.features, Mapping) or not lookahead.features:
+        raise ValueError(
+            "ConflictProbe: lookahead.features must be a non-empty dict of arrays. "
+            f"Received: {type(lookahead.features)}"
+        )
+    if not isinstance(lookahead.labels, Mapping) or any(n not in lookahead.labels for n in names):
+        received = list(lookahead.labels) if isinstance(lookahead.labels, Mapping) else type(lookahead.labels)
+        raise ValueError(
+            f"ConflictProbe: lookahead.labels must hold labels for tasks {list(names)}. Received: {received}"
+        )
+    for n in names:
+        shape = getattr(lookahead.labels[n], "shape", None)
+        if shape is None or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise ValueError(
+                f"ConflictProbe: lookahead.labels[{n!r}] must have shape (n,). Received a value of shape {shape}"
+            )
+    weights = lookahead.loss_weights
+    if not isinstance(weights, Mapping) or any(
+        n not in weights
+        or isinstance(weights[n], bool)
+        or not isinstance(weights[n], (int, float, np.integer, np.floating))
+        or not math.isfinite(weights[n])
+        for n in names
+    ):
+        raise ValueError(
+            f"ConflictProbe: lookahead.loss_weights must give a finite weight to each of {list(names)}. "
+            f"Received: {weights!r}"
+        )
+    sizes = {_num_rows(v) for v in lookahead.features.values()} | {_num_rows(lookahead.labels[n]) for n in names}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(
+            f"ConflictProbe: lookahead arrays must share one non-zero length. Received lengths {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
 class ConflictProbe(keras.callbacks.Callback):
     """Measures gradient conflict, lookahead affinity, forgetting events and gate health during training.
 
@@ -143,6 +286,15 @@ class ConflictProbe(keras.callbacks.Callback):
             scalar named ``probe/{group}/{measure}/{task_i}->{task_j}``.
         combination: The built loss combination that trains the model over
             exactly these tasks, in this order; adds the ``update_*`` measures.
+        lookahead: Adds the ``damage*`` measures: ``k`` real optimizer steps of
+            the other tasks per task at every event (see :class:`Lookahead`).
+            Needs ``tasks`` (not ``losses``) and a model with ``task_variables``
+            (``{task name: that task's own variables}``); costs ``T * k``
+            training steps per event.
+
+    Raises:
+        ValueError: On an invalid argument; at the first event, when the model
+            does not fit the arguments (e.g. no ``task_variables`` for ``lookahead``).
     """
 
     def __init__(
@@ -159,6 +311,7 @@ class ConflictProbe(keras.callbacks.Callback):
         context: dict[str, Any] | None = None,
         tensorboard_dir: str | None = None,
         combination: Any = None,
+        lookahead: Lookahead | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(probe_x, Mapping) or not probe_x:
@@ -230,6 +383,13 @@ class ConflictProbe(keras.callbacks.Callback):
             )
         if tensorboard_dir is not None and not isinstance(tensorboard_dir, str):
             raise ValueError(f"ConflictProbe: tensorboard_dir must be a path string. Received: {tensorboard_dir!r}")
+        if lookahead is not None:
+            if tasks is None:
+                raise ValueError(
+                    "ConflictProbe: lookahead needs tasks= (their Keras loss objects train the counterfactual), "
+                    f"not losses=. Received: losses={losses!r}"
+                )
+            _check_lookahead(lookahead, names)
 
         self.task_names: tuple[str, ...] = tuple(names)
         self.every = int(every)
@@ -237,6 +397,7 @@ class ConflictProbe(keras.callbacks.Callback):
         self.context = context
         self.tensorboard_dir = tensorboard_dir
         self.combination = combination
+        self.lookahead = lookahead
         self.records: list[dict[str, Any]] = []
         self._loss_fns = loss_fns
         self._loss_keys = loss_keys
@@ -254,9 +415,20 @@ class ConflictProbe(keras.callbacks.Callback):
         self._fn = None
         self._prepared_for = None
         self._previous_right: list[np.ndarray] | None = None
+        self._previous_losses: np.ndarray | None = None
+        self._window_steps = 0
+        self._window_signal: dict[str, int] = {}
         self._last_step: int | None = None
         self._counter = 0
+        self._epoch = 0
         self._writer = None
+        self._la_fn = None
+        self._own: list[list] = []
+        if lookahead is not None:
+            self._la_features = {k: tf.convert_to_tensor(v) for k, v in lookahead.features.items()}
+            self._la_labels = {n: tf.reshape(tf.cast(lookahead.labels[n], tf.float32), [-1]) for n in names}
+            self._la_weights = tf.constant([float(lookahead.loss_weights[n]) for n in names], tf.float32)
+            self._la_rows = _num_rows(self._la_labels[names[0]])
 
     # ------------------------------------------------------------------ public
 
@@ -278,19 +450,31 @@ class ConflictProbe(keras.callbacks.Callback):
         return pd.DataFrame(self.records, columns=[*self.context, *RECORD_KEYS])
 
     def probe(self, step: int) -> None:
-        """Runs one probe event now and appends its records, labelled ``step``."""
+        """Runs one probe event now and appends its records, labelled ``step`` (and the current epoch)."""
         self._event(int(step))
 
     # --------------------------------------------------------------- callbacks
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._previous_right = None
+        self._previous_losses = None
+        self._window_steps, self._window_signal = 0, {}
         self._counter = self._optimizer_step() or 0
         self._last_step = None
+        self._epoch = 0
         self._event(self._counter)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = int(epoch) + 1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._counter += 1
+        if logs and "steps" in logs:
+            self._window_steps += int(logs["steps"])
+            for n in self.task_names:
+                key = f"signal_steps/{n}"
+                if key in logs:
+                    self._window_signal[n] = self._window_signal.get(n, 0) + int(logs[key])
         step = self._global_step(logs)
         if self._last_step is None or step // self.every > self._last_step // self.every:
             self._event(step)
@@ -373,8 +557,43 @@ class ConflictProbe(keras.callbacks.Callback):
 
         gates = getattr(model, "gates", None)
         self._has_gates = callable(gates) and bool(gates(small))
+        if self.lookahead is not None:
+            self._own = self._task_variables(model, trainable)
         self._fn = self._compiled(model)
+        self._la_fn = self._compiled_lookahead(model) if self.lookahead is not None else None
         self._prepared_for = model
+
+    def _task_variables(self, model: keras.Model, trainable: list) -> list[list]:
+        """Each task's own trainable variables (``model.task_variables``), checked for the lookahead."""
+        if not trainable:
+            raise ValueError("ConflictProbe: lookahead needs a model with trainable variables. Received: none")
+        own = getattr(model, "task_variables", None)
+        if not isinstance(own, Mapping) or any(n not in own for n in self.task_names):
+            raise ValueError(
+                "ConflictProbe: lookahead needs model.task_variables, a dict from each task name to that task's "
+                f"own variables. Received: {type(own).__name__ if not isinstance(own, Mapping) else list(own)}"
+            )
+        known = {id(v) for v in trainable}
+        for n in self.task_names:
+            outside = [getattr(v, "path", "?") for v in own[n] if id(v) not in known]
+            if outside:
+                raise ValueError(
+                    f"ConflictProbe: task_variables[{n!r}] holds variables that are not trainable. Received: {outside}"
+                )
+        optimizer = self.lookahead.optimizer
+        built = getattr(optimizer, "_trainable_variables", None)
+        if not optimizer.built or built is None:
+            raise ValueError(
+                "ConflictProbe: lookahead.optimizer must be built on the model's trainable variables before "
+                f"the first probe event. Received: an unbuilt {type(optimizer).__name__}"
+            )
+        unknown = [getattr(v, "path", "?") for v in trainable if id(v) not in {id(b) for b in built}]
+        if unknown:
+            raise ValueError(
+                "ConflictProbe: lookahead.optimizer was not built on every trainable variable of the model. "
+                f"Received unknown variables: {unknown}"
+            )
+        return [list(own[n]) for n in self.task_names]
 
     def _detect_shared(self, trainable: list) -> list:
         """Trainable variables with a non-zero gradient from two or more task losses on the probe batch."""
@@ -397,18 +616,33 @@ class ConflictProbe(keras.callbacks.Callback):
             tuple(self._loss_keys),
             tuple(id(v) for v in self._shared),
             self._has_gates,
+            self.lookahead is not None,  # then the function also returns the full-batch gradients
         )
-        cache = model.__dict__.get(_CACHE_ATTR)
-        if cache is None:
-            cache = {}
-            object.__setattr__(model, _CACHE_ATTR, cache)
+        cache = _cache(model)
         if key not in cache:
             cache[key] = self._make_fn(model)
+        return cache[key]
+
+    def _compiled_lookahead(self, model: keras.Model):
+        """The k-step lookahead function, traced once and cached on the model for identical settings."""
+        key = (
+            "lookahead",
+            self.task_names,
+            tuple(self._loss_keys),
+            tuple(id(v) for v in self._shared),
+            tuple(id(v) for v in model.trainable_variables),
+            tuple(tuple(id(v) for v in own) for own in self._own),
+            id(self.lookahead.optimizer),
+        )
+        cache = _cache(model)
+        if key not in cache:
+            cache[key] = self._make_lookahead_fn(model)
         return cache[key]
 
     def _make_fn(self, model: keras.Model):
         names, loss_fns, shared = self.task_names, list(self._loss_fns), list(self._shared)
         has_gates = self._has_gates
+        with_grads = self.lookahead is not None
         num_tasks = len(names)
 
         def task_losses(x, ys):
@@ -417,25 +651,52 @@ class ConflictProbe(keras.callbacks.Callback):
             # A loss given by name is a bare function returning per-example values: reduce it as fit does.
             return [keras.ops.mean(fn(y, p)) for fn, y, p in zip(loss_fns, ys, preds)], preds
 
+        def gradients(tape, loss):
+            zero = tf.UnconnectedGradients.ZERO
+            return [tf.convert_to_tensor(g) for g in tape.gradient(loss, shared, unconnected_gradients=zero)]
+
+        def gram(rows):
+            """Per shared variable, the float64 Gram matrix of ``rows`` (a list of per-variable gradient lists)."""
+            grams = []
+            for k in range(len(shared)):
+                flat = tf.stack([tf.reshape(tf.cast(r[k], tf.float64), [-1]) for r in rows])
+                grams.append(tf.matmul(flat, flat, transpose_b=True))
+            return tf.stack(grams)
+
         def probe_fn(x, ys, lr):
             result = {}
             if shared:
+                # Half A is the first ceil(n/2) rows, half B the rest; the shape is static in each trace.
+                n = int(ys[0].shape[0])
+                n_a = (n + 1) // 2
+                n_b = n - n_a
+                parts = [(0, n_a), (n_a, n)] if n_b else [(0, n)]
                 with tf.GradientTape(persistent=True) as tape:
-                    losses, preds = task_losses(x, ys)
-                grads = [
-                    [
-                        tf.convert_to_tensor(g)
-                        for g in tape.gradient(loss, shared, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    per_part = [
+                        task_losses({k: v[lo:hi] for k, v in x.items()}, [y[lo:hi] for y in ys]) for lo, hi in parts
                     ]
-                    for loss in losses
-                ]
+                half = [[gradients(tape, loss) for loss in losses] for losses, _ in per_part]
                 del tape
-                grams = []
-                for k in range(len(shared)):
-                    flat = tf.stack([tf.reshape(tf.cast(grads[i][k], tf.float64), [-1]) for i in range(num_tasks)])
-                    grams.append(tf.matmul(flat, flat, transpose_b=True))
-                result["grams"] = tf.stack(grams)
-                # Lookahead: one SGD step of each task's gradient on the shared variables, then exact restore.
+                if n_b:
+                    (losses_a, preds_a), (losses_b, preds_b) = per_part
+                    # The losses are means over the rows: the full-batch values follow exactly from the halves.
+                    losses = [(n_a * la + n_b * lb) / n for la, lb in zip(losses_a, losses_b)]
+                    preds = [tf.concat([pa, pb], 0) for pa, pb in zip(preds_a, preds_b)]
+                    grads = [
+                        [(n_a * ga + n_b * gb) / n for ga, gb in zip(half[0][i], half[1][i])] for i in range(num_tasks)
+                    ]
+                    half_grams = gram(half[0] + half[1])  # (variables, 2T, 2T): A rows first, then B rows
+                    result["half_grams"] = half_grams
+                    # Full-batch Gram from the halves in float64: g = M^T [g^A; g^B], M = [(n_a/n) I; (n_b/n) I].
+                    eye = tf.eye(num_tasks, dtype=tf.float64)
+                    mix = tf.concat([eye * (n_a / n), eye * (n_b / n)], 0)
+                    result["grams"] = tf.einsum("pi,vpq,qj->vij", mix, half_grams, mix)
+                else:
+                    (losses, preds), grads = per_part[0], half[0]
+                    result["grams"] = gram(grads)
+                if with_grads:
+                    result["grads"] = grads
+                # Affinity lookahead: one SGD step of each task's gradient on the shared variables, then exact restore.
                 saved = [tf.identity(v.value) for v in shared]
                 after = []
                 for i in range(num_tasks):
@@ -459,6 +720,103 @@ class ConflictProbe(keras.callbacks.Callback):
         fn._omit_frequent_tracing_warning = True
         return fn
 
+    def _make_lookahead_fn(self, model: keras.Model):
+        names, loss_fns, shared = self.task_names, list(self._loss_fns), list(self._shared)
+        optimizer = self.lookahead.optimizer
+        trainable = list(model.trainable_variables)
+        # Task i's step updates every trainable variable except task i's own: a subset of the variables the
+        # optimizer was built on, which Keras 3 accepts (it updates those variables and their slots only).
+        subsets = []
+        for own in self._own:
+            own_ids = {id(v) for v in own}
+            subsets.append([k for k, v in enumerate(trainable) if id(v) not in own_ids])
+        # Everything a step can change: the model's state (seed generators included) and the optimizer's.
+        state, seen = [], set()
+        for v in [*model.variables, *shared, *optimizer.variables]:
+            if id(v) not in seen:
+                seen.add(id(v))
+                state.append(v)
+        shared_pos = [next(k for k, v in enumerate(state) if v is s) for s in shared]
+        zero = tf.UnconnectedGradients.ZERO
+
+        def probe_losses(x, ys):
+            out = _name_outputs(model(x, training=False), model, names)
+            return tf.stack([fn(y, out[n]) for n, fn, y in zip(names, loss_fns, ys)])
+
+        def train_losses(x, labels):
+            """Per-task losses of one training batch; a missing (NaN) label has sample weight 0."""
+            out = _name_outputs(model(x, training=True), model, names)
+            return tf.stack([masked_loss(fn, labels[n], out[n]) for n, fn in zip(names, loss_fns)])
+
+        def lookahead_fn(features, labels, x, ys, batches, keep, weights, grads):
+            """``k = len(batches)`` optimizer steps on ``sum_j keep_j w_j L_j`` without the task where
+            ``keep`` is 0; returns the probe losses before and after and ``<grads, shared change>``."""
+            excluded = tf.argmin(keep, output_type=tf.int32)
+            coef = keep * weights
+            saved = [tf.identity(v.value) for v in state]
+            before = probe_losses(x, ys)
+
+            def step(s):
+                index = batches[s]
+                bx = {k: tf.gather(v, index) for k, v in features.items()}
+                by = {n: tf.gather(labels[n], index) for n in names}
+                with tf.GradientTape() as tape:
+                    objective = tf.reduce_sum(coef * train_losses(bx, by))
+                g = tape.gradient(objective, trainable, unconnected_gradients=zero)
+
+                def apply(subset):
+                    def branch():
+                        optimizer.apply([g[k] for k in subset], [trainable[k] for k in subset])
+                        return tf.constant(0)
+
+                    return branch
+
+                tf.switch_case(excluded, [apply(subset) for subset in subsets])
+                return (s + 1,)
+
+            tf.while_loop(lambda s: s < tf.shape(batches)[0], step, (tf.constant(0),))
+            after = probe_losses(x, ys)
+            dot = tf.constant(0.0, tf.float64)
+            for v, k, g in zip(shared, shared_pos, grads):
+                change = tf.cast(tf.convert_to_tensor(v.value), tf.float64) - tf.cast(saved[k], tf.float64)
+                dot += tf.reduce_sum(tf.cast(g, tf.float64) * change)
+            for v, value in zip(state, saved):
+                v.assign(value)
+            return {"before": before, "after": after, "dot": dot}
+
+        # The loop is an explicit tf.while_loop (no AutoGraph), as in the trainer's run_steps.
+        fn = tf.function(lookahead_fn, autograph=False)
+        fn._omit_frequent_tracing_warning = True
+        return fn
+
+    def _lookahead_batches(self, step: int) -> tf.Tensor:
+        """The event's training batches, ``(steps, batch_size)`` row indices, the same for every task."""
+        la, n = self.lookahead, self._la_rows
+        rng = np.random.default_rng([la.seed, step])
+        size = la.steps * la.batch_size
+        rows = rng.permutation(n)[:size] if n >= size else rng.integers(0, n, size=size)
+        return tf.constant(rows.reshape(la.steps, la.batch_size), tf.int32)
+
+    def _damage_rows(self, step: int, grads: list[list[tf.Tensor]]) -> list[tuple[str, str, str, str, float]]:
+        names, rows = self.task_names, []
+        batches = self._lookahead_batches(step)
+        for i, n in enumerate(names):
+            keep = tf.constant([0.0 if j == i else 1.0 for j in range(len(names))], tf.float32)
+            out = self._la_fn(
+                self._la_features, self._la_labels, self._x, self._ys, batches, keep, self._la_weights, grads[i]
+            )
+            before = float(out["before"].numpy()[i])
+            after = float(out["after"].numpy()[i])
+            if before == 0:
+                damage = first = float("nan")
+            else:
+                damage = (after - before) / before
+                first = float(out["dot"].numpy()) / before
+            rows.append((n, OTHERS, ALL, "damage", damage))
+            rows.append((n, OTHERS, ALL, "damage_first_order", first))
+            rows.append((n, OTHERS, ALL, "damage_excess", damage - first))
+        return rows
+
     def _right(self, preds: list[np.ndarray]) -> list[np.ndarray]:
         right = []
         for kind, logits, y, p in zip(self._kinds, self._logits, self._y_np, preds):
@@ -481,6 +839,14 @@ class ConflictProbe(keras.callbacks.Callback):
         losses = result["losses"].numpy().astype(np.float64)
         for i, n in enumerate(names):
             rows.append((n, n, ALL, "loss", float(losses[i])))
+        if self._previous_losses is not None:
+            for i, n in enumerate(names):
+                before = self._previous_losses[i]
+                rows.append((n, n, ALL, "loss_rise", float((losses[i] - before) / before) if before else float("nan")))
+                if n in self._window_signal and self._window_steps:
+                    rows.append((n, n, ALL, "window_signal", self._window_signal[n] / self._window_steps))
+        self._previous_losses = losses
+        self._window_steps, self._window_signal = 0, {}
         if self._shared:
             grams = result["grams"].numpy()
             for group, idx in [*self._groups.items(), (ALL, list(range(len(self._shared))))]:
@@ -493,11 +859,16 @@ class ConflictProbe(keras.callbacks.Callback):
                     rows.append((names[i], names[j], group, "magnitude_similarity", mag))
             if self.combination is not None:
                 rows.extend(self._update_rows(grams.sum(axis=0), step))
+            if "half_grams" in result:
+                rows.extend(_halves_rows(names, result["half_grams"].numpy().sum(axis=0)))
             after = result["after"].numpy().astype(np.float64)
             for i in range(len(names)):
                 for j in range(len(names)):
                     z = 1.0 - after[i, j] / losses[j] if losses[j] != 0 else float("nan")
                     rows.append((names[i], names[j], ALL, "self_affinity" if i == j else "affinity", float(z)))
+        if self._la_fn is not None:
+            grads = result["grads"] if self._shared else [[] for _ in names]
+            rows.extend(self._damage_rows(step, grads))
         right = self._right([p.numpy() for p in result["preds"]])
         if self._previous_right is not None:
             for n, before, now in zip(names, self._previous_right, right):
@@ -509,7 +880,16 @@ class ConflictProbe(keras.callbacks.Callback):
             rows.extend(_gate_rows(str(key), weights.numpy()))
         self._last_step = step
         new = [
-            {**self.context, "step": step, "task_i": ti, "task_j": tj, "group": g, "measure": m, "value": float(v)}
+            {
+                **self.context,
+                "epoch": self._epoch,
+                "step": step,
+                "task_i": ti,
+                "task_j": tj,
+                "group": g,
+                "measure": m,
+                "value": float(v),
+            }
             for ti, tj, g, m, v in rows
         ]
         self.records.extend(new)
@@ -559,6 +939,15 @@ def _name_outputs(out: Any, model: Any, names: Sequence[str]) -> Mapping[str, An
     )
 
 
+def _cache(model: keras.Model) -> dict:
+    """The model's cache of compiled probe functions."""
+    cache = model.__dict__.get(_CACHE_ATTR)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, _CACHE_ATTR, cache)
+    return cache
+
+
 def _pairs(t: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(t) for j in range(t) if i != j]
 
@@ -570,6 +959,29 @@ def _cosine_magnitude(gii: float, gjj: float, gij: float) -> tuple[float, float]
     denom = gii + gjj
     mag = float("nan") if denom == 0 else 2.0 * ni * nj / denom
     return cos, mag
+
+
+def _cosine(gij: float, gii: float, gjj: float) -> float:
+    """Cosine from a dot product and two squared norms; NaN when a norm is zero."""
+    ni, nj = math.sqrt(max(gii, 0.0)), math.sqrt(max(gjj, 0.0))
+    return float("nan") if ni == 0 or nj == 0 else float(np.clip(gij / (ni * nj), -1.0, 1.0))
+
+
+def _halves_rows(names: Sequence[str], gram: np.ndarray) -> list[tuple[str, str, str, str, float]]:
+    """Noise-floor measures from the ``(2T, 2T)`` Gram matrix of the half-A then half-B gradients."""
+    t = len(names)
+    rows = []
+    for i, n in enumerate(names):
+        cos = _cosine(gram[i, t + i], gram[i, i], gram[t + i, t + i])
+        rows.append((n, n, ALL, "cosine_floor", cos))
+        rows.append((n, n, ALL, "conflict_floor", float("nan") if math.isnan(cos) else float(cos < 0)))
+    for i, j in _pairs(t):
+        ab = _cosine(gram[i, t + j], gram[i, i], gram[t + j, t + j])
+        ba = _cosine(gram[t + i, j], gram[t + i, t + i], gram[j, j])
+        cos = 0.5 * (ab + ba)
+        rows.append((names[i], names[j], ALL, "cosine_halves", cos))
+        rows.append((names[i], names[j], ALL, "conflict_halves", float("nan") if math.isnan(cos) else float(cos < 0)))
+    return rows
 
 
 def _gate_rows(key: str, weights: np.ndarray) -> list[tuple[str, str, str, str, float]]:

@@ -8,6 +8,7 @@ is a plain dict from name to regime.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,13 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtl_bench import data as data_lib
 from mtl_bench import metrics as metrics_lib
 from mtl_bench import retention
 from mtl_bench.config import RunConfig
-from mtl_bench.probe import ConflictProbe
+from mtl_bench.probe import ConflictProbe, Lookahead
 from mtl_bench.remedies import BASELINE, REMEDIES, Remedy
 from mtl_bench.spec import Split, SuiteData, Task
-from mtl_bench.training import FitResult, Trainer, evaluate, predict
+from mtl_bench.training import FitResult, Trainer, evaluate, evaluate_selected, predict
 
 SINGLE_ARCH = "single_task"
 SHARED_WEIGHTS = "(shared weights)"  # the task column of shared-weight drift rows
@@ -50,6 +52,16 @@ class Job:
     callbacks: CallbackFactory | None = None
     remedy: Remedy = REMEDIES[BASELINE]
     remedy_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def selection(self) -> Split:
+        """The validation rows that select epochs (see :func:`selection_and_outcome`)."""
+        return selection_and_outcome(self.data, self.config.selection_share)[0]
+
+    @functools.cached_property
+    def outcome(self) -> Split:
+        """The validation rows results, the probe batch and the verdict are read on."""
+        return selection_and_outcome(self.data, self.config.selection_share)[1]
 
 
 @dataclasses.dataclass
@@ -110,6 +122,24 @@ def trainable(split: Split) -> Split:
     return split.take(np.flatnonzero(~excluded)) if excluded.any() else split
 
 
+def selection_and_outcome(data: SuiteData, share: float) -> tuple[Split, Split]:
+    """The validation split cut in two: rows that select epochs and rows the outcome is read on.
+
+    The first ``round(share · n)`` validation rows (rows are in a seeded random
+    order) only select; the rest are where every reported validation number,
+    the probe batch and the verdict come from, so no number a verdict reads
+    was used to choose it. ``share = 0`` uses all rows for both (the protocol
+    of runs made before the split existed).
+    """
+    validation = data.validation
+    if not share:
+        return validation, validation
+    cut = int(round(share * len(validation)))
+    if not 0 < cut < len(validation):
+        raise ValueError(f"selection_share={share} leaves no selection or no outcome rows of {len(validation)}")
+    return validation.take(slice(0, cut)), validation.take(slice(cut, None))
+
+
 def _fit(
     job: Job,
     model: keras.Model,
@@ -145,18 +175,19 @@ def _fit(
     callbacks = job.callbacks(model, tasks, phase) if job.callbacks else []
     # The applied-update measures need the combination to train every probed task.
     trains_all = tuple(t.name for t in tasks) == tuple(getattr(model, "task_names", ()))
-    probe = _probe(job, model, phase, trainer.combination if trains_all else None)
+    probe = _probe(job, model, phase, trainer.combination if trains_all else None, trainer if trains_all else None)
     if probe is not None:
         callbacks.append(probe)
     fit = trainer.fit(
         train,
-        trainable(job.data.validation),  # held-out rows select nothing either
+        trainable(job.selection),  # held-out rows select nothing either
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         seed=seed,
         patience=cfg.patience,
         callbacks=callbacks,
         steps_per_call=cfg.probe_every if probe is not None else 0,
+        select=cfg.selection,
     )
     if probe is not None:
         result.probe.extend(probe.records)
@@ -166,13 +197,25 @@ def _fit(
     return fit
 
 
-def _probe(job: Job, model: keras.Model, phase: int, combination=None) -> ConflictProbe | None:
-    """The conflict probe over all the model's tasks, on a fixed validation batch; None when nothing is shared."""
+def _probe(job: Job, model: keras.Model, phase: int, combination=None, trainer: Trainer | None = None) -> ConflictProbe | None:
+    """The conflict probe over all the model's tasks, on a fixed validation batch; None when nothing is shared.
+
+    With ``trainer`` (a trainer of every probed task) and ``lookahead_steps``,
+    the probe also replays k real optimizer steps of the other tasks (the damage measures).
+    """
     cfg = job.config
     tasks = [job.data.task(n) for n in model.task_names]
-    if not cfg.probe_every or len(tasks) < 2 or not model.shared_variables:
+    if not cfg.probe_every:
         return None
-    batch = job.data.validation.take(slice(0, cfg.batch_size))
+    if len(tasks) < 2:
+        # A single-task model is probed only when its task misses labels: its loss over the stretches without
+        # them (its own optimizer's drift, no other task) is the floor of the joint model's absence damage.
+        if not np.isnan(job.data.train.labels[tasks[0].name]).any():
+            return None
+        trainer = None
+    elif not model.shared_variables:
+        return None
+    batch = job.outcome.take(slice(0, cfg.batch_size))
     return ConflictProbe(
         batch.features,
         {t.name: batch.labels[t.name] for t in tasks},
@@ -182,7 +225,16 @@ def _probe(job: Job, model: keras.Model, phase: int, combination=None) -> Confli
         context={"phase": phase},
         tensorboard_dir=str(Path(cfg.tensorboard) / job.name / f"phase{phase}") if cfg.tensorboard else None,
         combination=combination,
+        lookahead=_lookahead(job, trainer, phase) if trainer is not None and cfg.lookahead_steps else None,
     )
+
+
+def _lookahead(job: Job, trainer: Trainer, phase: int) -> Lookahead:
+    train = trainable(job.data.train)
+    names = [t.name for t in trainer.tasks]
+    features, labels = data_lib.resident(train, names)
+    return Lookahead(features, labels, trainer.optimizer, dict(zip(names, trainer.loss_weights)),
+                     steps=job.config.lookahead_steps, batch_size=job.config.batch_size, seed=job.seed + 7919 * phase)
 
 
 def _epoch_scalars(directory: Path, fit: FitResult) -> None:
@@ -223,7 +275,7 @@ class SingleRegime(Regime):
             keras.utils.set_random_seed(job.seed)
             model = job.model_factory(features=job.data.features, tasks=(task,), **job.arch_params)
             fit = _fit(job, model, (task,), 0, result)
-            result.add_eval(evaluate(model, (task,), job.data.validation), 0, fit.best_epoch, "validation")
+            result.add_eval(evaluate(model, (task,), job.outcome), 0, fit.best_epoch, "validation")
             result.add_eval(evaluate(model, (task,), job.data.test), 0, fit.best_epoch, "test")
         return result
 
@@ -238,8 +290,9 @@ class JointRegime(Regime):
         model = job.model_factory(features=job.data.features, tasks=job.data.tasks, **job.arch_params)
         result = CellResult()
         fit = _fit(job, model, job.data.tasks, 0, result, protected=job.data.tasks)
-        result.add_eval(evaluate(model, job.data.tasks, job.data.validation), 0, fit.best_epoch, "validation")
-        result.add_eval(evaluate(model, job.data.tasks, job.data.test), 0, fit.best_epoch, "test")
+        for split_name, split in (("validation", job.outcome), ("test", job.data.test)):
+            for task, values in evaluate_selected(model, fit, job.data.tasks, split).items():
+                result.add_eval({task: values}, 0, fit.best_epochs.get(task, fit.best_epoch), split_name)
         return result
 
 
@@ -266,15 +319,16 @@ class SequentialRegime(Regime):
         model(data.train.take(slice(0, 2)).features)  # build, so the variable lists exist
         kernels = [v for v in model.variable_groups.get("dense", []) if len(v.shape) >= 2]
         result = CellResult()
-        before = predict(model, data.validation)
+        outcome = job.outcome
+        before = predict(model, outcome)
         for phase, name in enumerate(job.order):
             task = data.task(name)
             weights_before = [v.numpy() for v in kernels]
             variables = list(model.shared_variables) + list(model.task_variables[name])
             earlier = [data.task(n) for n in job.order[:phase]]
             fit = _fit(job, model, (task,), phase, result, variables=variables, protected=earlier)
-            after = predict(model, data.validation)
-            result.add_eval(evaluate(model, data.tasks, data.validation, after), phase, fit.best_epoch, "validation")
+            after = predict(model, outcome)
+            result.add_eval(evaluate(model, data.tasks, outcome, after), phase, fit.best_epoch, "validation")
             for t in data.tasks:
                 # Drift of an earlier task's outputs is forgetting; of the phase's own task, learning.
                 trained_before = t.name in job.order[:phase]

@@ -3,10 +3,14 @@
 Correlations cannot tell the explanations apart; interventions can. For every
 regime and every remedy, each remedy cell is paired with the baseline cell of
 the same run, suite variant, architecture, task order and seed. Cells that
-share a seed and variant share data and single-task baselines, so the paired
-changes are first averaged within each (run, suite, variant, seed) cluster
-over architectures and orders; ``n`` counts clusters, and the table gives the
-mean over clusters of the change in:
+share a seed share its data draw (a sweep's variants draw from the same seed)
+and single-task baselines, so the paired changes are first averaged within
+each (run, suite, seed) cluster over variants, architectures and orders;
+``n`` counts clusters. ``variant`` is ``"all"`` for that pooled row; with
+several variants, one more row per variant (``"mechanism=conflict"``) pairs
+the same seeds within it, which is what a suite of different worlds (the
+planted mechanisms) needs. The table gives the mean over clusters of the
+change in:
 
 * ``delta_m``: Maninis et al.'s Δm vs single-task (percent; positive = less
   negative transfer): the mean with a 95% t-interval over clusters, and the
@@ -14,21 +18,36 @@ mean over clusters of the change in:
   the clusters where the remedy did better. Δm is heavy-tailed (a relative MSE
   change explodes when the single-task MSE is small), so ``helps`` uses the
   median's interval: true when it lies above 0 (it needs 6 or more clusters);
-* the conflict measures of the probe: ``conflict_rate`` and ``cosine`` between
-  the raw task gradients, and ``update_conflict``, the share of (task, probe
-  event) pairs where the update the method would apply next, computed on the
-  probe batch, raises that task's loss to first order;
-* the forgetting measures: the probe's ``forgetting_rate`` and ``affinity``
-  (joint), the sequential regime's ``forgetting`` of the headline metric and
-  ``output_drift``.
+* every per-cell measure of :mod:`mtl_bench.catalog` (those read from
+  ``probe.csv`` or ``retention.csv``; the derived ones, ``conflict_ratio``,
+  ``absence_damage`` and ``presence_rise``, are computed per task by
+  :func:`mtl_bench.report.unit_table` and left to it), as
+  ``<catalog name>_change``: the conflict family
+  ``conflict_rate_change``, ``cosine_change``, ``cosine_halves_change``,
+  ``affinity_in_change`` (TAG affinity from the other tasks); the forgetting
+  family ``sequential_forgetting_change`` (sequential regime, headline
+  metric); and the descriptive ``cosine_floor_change``, ``damage_change``,
+  ``damage_first_order_change``, ``damage_excess_change``,
+  ``update_conflict_change`` (the share of (task, probe event) pairs where
+  the update the method would apply next, computed on the probe batch,
+  raises that task's loss to first order), ``forgetting_events_change``
+  (Toneva et al.'s events; they follow the task's own error),
+  ``retention_change`` and ``output_drift_change``. A measure a cell does not
+  record (the probe off, the sequential regime for joint cells) is NaN.
+  Columns renamed from earlier versions: ``forgetting_rate_change`` is
+  ``forgetting_events_change``, ``affinity_change`` is ``affinity_in_change``.
 
 ``lowers_conflict`` / ``lowers_forgetting`` are true when the sign-test 95%
-interval of the median change of a conflict measure (update conflict, conflict
-rate) / a forgetting measure (forgetting rate, sequential forgetting, output
-drift) lies below 0: the remedy did remove its mechanism. ``target_measure``
-is the measure a remedy of its family targets first (conflict remedies: the
-raw conflict rate; forgetting remedies: the forgetting rate in the joint
-regime, sequential forgetting in the sequential one) and
+interval of the median change of a conflict-family measure of the catalog or
+``update_conflict`` / of a forgetting-family measure (``sequential_forgetting``)
+lies on the side of less conflict / forgetting: below 0 for a measure whose
+larger values go with negative transfer (``sign`` -1, e.g. the conflict rate),
+above 0 for one whose larger values go with better transfer (``sign`` +1, e.g.
+the cosine): the remedy did remove its mechanism. Forgetting events and output
+drift are descriptive and never count. ``target_measure`` is the measure a
+remedy of its family targets first (conflict remedies: the raw conflict rate;
+forgetting remedies: sequential forgetting in the sequential regime, none in
+the joint regime, which has no per-cell forgetting measure) and
 ``target_lowered_share`` the share of clusters where the remedy lowered it.
 
 The baselines are ``none`` (static weights) and, when run, ``equal``; following
@@ -43,30 +62,29 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from mtl_bench.catalog import BY_NAME, CONFLICT, FORGETTING, MEASURES, Measure
 from mtl_bench.metrics import mean_ci, median_ci, relative_transfer
 from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
 from mtl_bench.summary import headline_metric, per_seed_transfer
 
 SPLIT = "validation"
 BASELINES = (BASELINE, EQUAL)
-# (column, source file, measure)
-CHANGES: tuple[tuple[str, str, str], ...] = (
-    ("conflict_rate", "probe", "conflict"),
-    ("cosine", "probe", "cosine"),
-    ("update_conflict", "probe", "update_conflict"),
-    ("forgetting_rate", "probe", "forgetting_rate"),
-    ("affinity", "probe", "affinity"),
-    ("sequential_forgetting", "retention", "forgetting"),
-    ("output_drift", "retention", "output_drift"),
-)
+# The per-cell measures: every catalog measure read from probe.csv or retention.csv (the derived ones are unit-level).
+CHANGES: tuple[Measure, ...] = tuple(m for m in MEASURES if m.source in ("probe", "retention"))
+UPDATE_CONFLICT = "update_conflict"
 COLUMNS = [
-    "regime", "remedy", "family", "baseline", "n", "wins", "delta_m_change", "ci_low", "ci_high",
+    "regime", "variant", "remedy", "family", "baseline", "n", "wins", "delta_m_change", "ci_low", "ci_high",
     "median_change", "median_ci_low", "median_ci_high", "helps",
-    *[f"{c}_change" for c, _, _ in CHANGES], "baseline_update_conflict", "lowers_conflict", "lowers_forgetting",
+    *[f"{m.name}_change" for m in CHANGES], "baseline_update_conflict", "lowers_conflict", "lowers_forgetting",
     "target_measure", "target_lowered_share",
 ]
-CONFLICT_MEASURES = ("update_conflict", "conflict_rate")
-FORGETTING_MEASURES = ("forgetting_rate", "sequential_forgetting", "output_drift")
+# The measures whose change says a remedy removed its mechanism: the catalog's families (plus the applied update's
+# conflict for conflict remedies, which act on the update, not on the raw gradients).
+CONFLICT_MEASURES: tuple[Measure, ...] = (
+    *[m for m in CHANGES if m.family == CONFLICT], *[m for m in CHANGES if m.name == UPDATE_CONFLICT])
+FORGETTING_MEASURES: tuple[Measure, ...] = tuple(m for m in CHANGES if m.family == FORGETTING)
+# The measure each remedy family targets first (a retention measure only exists in the sequential regime).
+TARGETS = {CONFLICT: "conflict_rate", FORGETTING: "sequential_forgetting"}
 
 
 def _cell_keys(variant_columns: Sequence[str]) -> list[str]:
@@ -74,7 +92,8 @@ def _cell_keys(variant_columns: Sequence[str]) -> list[str]:
 
 
 def _cluster_keys(variant_columns: Sequence[str]) -> list[str]:
-    return ["run", "suite", *variant_columns, "seed"]
+    # The variants of a sweep share each seed's data draw and single-task baselines: one cluster per seed.
+    return ["run", "suite", "seed"]
 
 
 def _per_cell(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
@@ -86,24 +105,43 @@ def _per_cell(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFram
     multi = multi[[m == headline[t] for t, m in zip(multi["task"], multi["metric"])]]
     multi = multi.assign(rel=[relative_transfer(m, v, s) for m, v, s in zip(multi["metric"], multi["value"], multi["single"])])
     cells = multi.groupby([*keys, "remedy"], dropna=False)["rel"].mean().rename("delta_m").reset_index()
-    for column, source, measure in CHANGES:
-        frame = probe if source == "probe" else retention
-        if frame.empty or "measure" not in frame:
-            cells[column] = np.nan
-            continue
-        if source == "probe":
-            rows = frame[frame["measure"] == measure]
-            rows = rows[rows["group"] == "all"] if "group" in rows else rows
-            if measure in ("conflict", "cosine", "affinity"):
-                rows = rows[rows["task_i"] != rows["task_j"]]
+    for m in CHANGES:
+        values = _cell_measure(m, probe, retention, [*keys, "remedy"], headline)
+        if values is None:
+            cells[m.name] = np.nan
         else:
-            wanted = measure if measure == "output_drift" else None
-            names = [wanted or f"{measure}_{headline.get(t)}" for t in frame["task"]]
-            rows = frame[frame["measure"] == pd.Series(names, index=frame.index)]
-            rows = rows[rows["phase"] == rows.groupby([*keys, "remedy"], dropna=False)["phase"].transform("max")]
-        values = rows.groupby([*keys, "remedy"], dropna=False)["value"].mean().rename(column).reset_index()
-        cells = cells.merge(values, on=[*keys, "remedy"], how="left")
+            cells = cells.merge(values, on=[*keys, "remedy"], how="left")
     return cells
+
+
+def _cell_measure(m: Measure, probe: pd.DataFrame, retention: pd.DataFrame, cell: list[str], headline: dict[str, str]):
+    """The mean of measure ``m`` per cell, its rows chosen as :func:`mtl_bench.report._measure` chooses them."""
+    frame = probe if m.source == "probe" else retention
+    if frame.empty or "measure" not in frame:
+        return None
+    if m.source == "probe":
+        rows = frame[frame["measure"] == m.record]
+        if "group" in rows and m.direction != "self":
+            rows = rows[rows["group"] == "all"]
+        if m.direction in ("out", "in"):  # a pair of tasks; the cell's mean pools both directions
+            rows = rows[rows["task_i"] != rows["task_j"]]
+    else:
+        # Accuracy-matrix measures are named f"{record}_{headline metric}"; after the last phase of each cell.
+        wanted = [m.record if m.record == "output_drift" else f"{m.record}_{headline.get(t)}" for t in frame["task"]]
+        rows = frame[frame["measure"] == pd.Series(wanted, index=frame.index)]
+        rows = rows[rows["phase"] == rows.groupby(cell, dropna=False)["phase"].transform("max")]
+    values = rows.groupby(cell, dropna=False)["value"].mean().rename(m.name).reset_index()
+    return values if not values.empty else None
+
+
+def _lowers(clusters: pd.DataFrame, measures: Sequence[Measure]) -> bool:
+    """True when the median change of one of ``measures`` has its sign-test 95% interval on the side of less of it."""
+    for m in measures:
+        # sign -1 (larger = worse transfer): lowered when the interval lies below 0; sign +1: when it lies above 0.
+        _, lo, hi, _ = median_ci((-m.sign * clusters[m.name]).tolist())
+        if hi < 0:
+            return True
+    return False
 
 
 def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
@@ -113,7 +151,7 @@ def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataF
     cells = _per_cell(metrics, probe, retention, variant_columns)
     keys = _cell_keys(variant_columns)
     rows = []
-    for regime, group in cells.groupby("regime", sort=False):
+    for (regime, scope), group in _scopes(cells, variant_columns):
         present = list(dict.fromkeys(group["remedy"]))
         for baseline in [b for b in BASELINES if b in present]:
             base = group[group["remedy"] == baseline].set_index(keys)
@@ -122,24 +160,24 @@ def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataF
                 pairs = other.join(base, how="inner", lsuffix="", rsuffix="_base")
                 if pairs.empty:
                     continue
-                measures = ["delta_m", *[c for c, _, _ in CHANGES]]
+                measures = ["delta_m", *[m.name for m in CHANGES]]
                 diff = pd.DataFrame({m: pairs[m] - pairs[f"{m}_base"] for m in measures})
-                diff["base_update_conflict"] = pairs["update_conflict_base"]
+                diff["base_update_conflict"] = pairs[f"{UPDATE_CONFLICT}_base"]
                 clusters = diff.groupby(level=_cluster_keys(variant_columns), dropna=False).mean()
                 mean, lo, hi, n = mean_ci(clusters["delta_m"].tolist())
                 median, m_lo, m_hi, _ = median_ci(clusters["delta_m"].tolist())
                 row = {
-                    "regime": regime, "remedy": remedy, "family": REMEDIES[remedy].family if remedy in REMEDIES else "",
+                    "regime": regime, "variant": scope, "remedy": remedy, "family": REMEDIES[remedy].family if remedy in REMEDIES else "",
                     "baseline": baseline, "n": n, "wins": int((clusters["delta_m"] > 0).sum()),
                     "delta_m_change": mean, "ci_low": lo, "ci_high": hi,
                     "median_change": median, "median_ci_low": m_lo, "median_ci_high": m_hi,
                     "helps": bool(np.isfinite(m_lo) and m_lo > 0),
                 }
-                for column, _, _ in CHANGES:
-                    values = clusters[column]
-                    row[f"{column}_change"] = float(values.mean()) if values.notna().any() else np.nan
-                for flag, names in (("lowers_conflict", CONFLICT_MEASURES), ("lowers_forgetting", FORGETTING_MEASURES)):
-                    row[flag] = any(median_ci(clusters[c].tolist())[2] < 0 for c in names)
+                for m in CHANGES:
+                    values = clusters[m.name]
+                    row[f"{m.name}_change"] = float(values.mean()) if values.notna().any() else np.nan
+                row["lowers_conflict"] = _lowers(clusters, CONFLICT_MEASURES)
+                row["lowers_forgetting"] = _lowers(clusters, FORGETTING_MEASURES)
                 target = _target(row["family"], regime)
                 values = clusters[target].dropna() if target else pd.Series(dtype=float)
                 row["target_measure"] = target or ""
@@ -150,12 +188,33 @@ def remedy_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataF
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+ALL_VARIANTS = "all"
+
+
+def _scopes(cells: pd.DataFrame, variant_columns: Sequence[str]):
+    """Per regime: every variant pooled (``"all"``), then each variant on its own when there are several.
+
+    A variant's row pairs the same seeds within that variant: on a suite whose variants are different
+    worlds (the planted mechanisms) the pooled row mixes them and only the per-variant rows answer.
+    """
+    for regime, group in cells.groupby("regime", sort=False):
+        yield (regime, ALL_VARIANTS), group
+        present = [c for c in variant_columns if c in group.columns]
+        if not present:
+            continue
+        variants = group.groupby(present, dropna=False, sort=False)
+        if variants.ngroups < 2:
+            continue
+        for key, sub in variants:
+            key = key if isinstance(key, tuple) else (key,)
+            yield (regime, " ".join(f"{c}={v}" for c, v in zip(present, key))), sub
+
+
 def _target(family: str, regime: str) -> str | None:
-    if family == "conflict":
-        return "conflict_rate"
-    if family == "forgetting":
-        return "sequential_forgetting" if regime == "sequential" else "forgetting_rate"
-    return None
+    name = TARGETS.get(family)
+    if name is None or (BY_NAME[name].source == "retention" and regime != "sequential"):
+        return None
+    return name
 
 
 def _order(name: str) -> int:
@@ -167,7 +226,8 @@ def remedy_verdict(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
     lines = []
-    for (regime, remedy), group in table.groupby(["regime", "remedy"], sort=False):
+    pooled = table[table["variant"] == ALL_VARIANTS] if "variant" in table else table
+    for (regime, remedy), group in pooled.groupby(["regime", "remedy"], sort=False):
         family = group["family"].iloc[0]
         if family not in ("conflict", "forgetting"):
             continue
@@ -188,6 +248,8 @@ def remedy_verdict(table: pd.DataFrame) -> str:
         else:
             removed = bool(row["lowers_forgetting"])
             target = "forgetting"
+        measured = any(np.isfinite(row.get(f"{m.name}_change", np.nan))
+                       for m in (CONFLICT_MEASURES if family == "conflict" else FORGETTING_MEASURES))
         if not np.isfinite(row["median_ci_low"]):
             effect = f"too few paired seeds for a confidence interval ({ci}); run 6 or more seeds × variants."
         elif helps:
@@ -197,6 +259,11 @@ def remedy_verdict(table: pd.DataFrame) -> str:
         elif removed:
             effect = (f"lowers {target} without a clear change in negative transfer ({ci}): "
                       f"no support for {target} as the cause.")
+        elif not measured:
+            worse = row["median_ci_high"] < 0
+            change = "increases negative transfer" if worse else "no clear change in negative transfer"
+            effect = (f"{change} ({ci}), and no per-cell {target} measure in this regime shows whether it removed "
+                      f"{target}: says nothing about {target}.")
         else:
             effect = f"lowers neither {target} nor negative transfer clearly ({ci}): says nothing about {target}."
         lines.append(f"- {regime}, {remedy}: {effect}")

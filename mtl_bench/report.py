@@ -33,44 +33,16 @@ from scipy import stats
 
 from mtl_bench import cohort_report, io
 from mtl_bench import remedy_report
+from mtl_bench import verdict as verdict_lib
+from mtl_bench.catalog import MEASURES, Measure
 from mtl_bench.errors import UserInputError
+from mtl_bench.spec import METRIC_DIRECTIONS
 from mtl_bench.summary import BASELINE_REMEDY, headline_metric, per_seed_transfer, with_remedy
 
 SPLIT = "validation"
-# Columns of the unit table that are values, not identifiers of the unit's cell.
-_UNIT_VALUE_COLUMNS = frozenset({"task", "metric", "transfer", "relative_transfer"})
 BOOTSTRAP = 2000
 CONTRAST_COLUMNS = ["measure", "explanation", "expected_sign", "n", "spearman", "ci_low", "ci_high", "support"]
 MIN_UNITS = 6
-
-
-@dataclasses.dataclass(frozen=True)
-class Measure:
-    """A per-unit measure: where it comes from, which explanation it speaks for, its expected sign.
-
-    ``sign`` is +1 when larger values should go with *better* transfer (e.g.
-    gradient cosine), -1 when larger values should go with negative transfer
-    (e.g. conflict rate).
-    """
-
-    name: str
-    explanation: str
-    source: str
-    measure: str
-    sign: int
-    direction: str = "out"  # probe pairs: "out" = task_i is the task, "in" = task_j is the task
-
-
-MEASURES: tuple[Measure, ...] = (
-    Measure("cosine", "conflict", "probe", "cosine", +1),
-    Measure("conflict_rate", "conflict", "probe", "conflict", -1),
-    Measure("magnitude_similarity", "conflict", "probe", "magnitude_similarity", +1),
-    Measure("affinity_in", "forgetting", "probe", "affinity", +1, direction="in"),
-    Measure("forgetting_events", "forgetting", "probe", "forgetting_rate", -1, direction="self"),
-    Measure("sequential_forgetting", "forgetting", "retention", "forgetting", -1),
-    Measure("retention", "forgetting", "retention", "retention", +1),
-    Measure("output_drift", "forgetting", "retention", "output_drift", -1),
-)
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
@@ -120,17 +92,102 @@ def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFra
     table = joint[unit + ["metric", "transfer"]].copy()
     # Percent of the single-task value (one term of Δm): comparable across metrics, tasks and variants.
     table["relative_transfer"] = 100.0 * joint["transfer"].to_numpy() / joint["single"].abs().to_numpy()
+    table["log_transfer"] = log_transfer(joint["metric"], joint["value"], joint["single"])
+    probe = _within_selection(probe, metrics, variant_columns)
     for m in MEASURES:
+        if m.source == "derived":
+            continue
         values = _measure(m, probe, retention, unit, headline)
         table = table.merge(values, on=unit, how="left") if values is not None else table.assign(**{m.name: np.nan})
-    return table.reset_index(drop=True)
+    return _derived(table, probe, unit).reset_index(drop=True)
+
+
+def log_transfer(metric: pd.Series, multi: pd.Series, single: pd.Series) -> np.ndarray:
+    """``100 · ln`` of the multi-task over the single-task value, sign-corrected (negative = negative transfer).
+
+    For small effects it equals the relative transfer in percent; unlike it, a
+    model nine times worse and one nine times better are equally far from 0,
+    so a t-interval over seeds is not dominated by one seed's blow-up.
+    """
+    ratio = np.log(multi.to_numpy(float) / single.to_numpy(float))
+    higher = np.array([METRIC_DIRECTIONS[m] for m in metric])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * np.where(higher, ratio, -ratio)
+
+
+FLOOR_MIN = 0.05  # a within-task cosine below this is noise-dominated: no conflict ratio is formed
+
+
+def _derived(table: pd.DataFrame, probe: pd.DataFrame, unit: list[str]) -> pd.DataFrame:
+    """The measures computed from several probe records: conflict ratio, absence damage and its floor."""
+    cell = [c for c in unit if c != "task"]
+    floor = table["cosine_floor"]
+    # The geometric mean of this task's floor and the mean floor of the cell's other tasks. A floor below
+    # FLOOR_MIN means the task's gradient is mostly noise: no ratio (the reading then stays unclear).
+    total = floor.groupby([table[c] for c in cell], dropna=False).transform("sum")
+    count = floor.groupby([table[c] for c in cell], dropna=False).transform("count")
+    others = ((total - floor) / (count - 1)).where(count > 1)
+    usable = (floor >= FLOOR_MIN) & (others >= FLOOR_MIN)
+    table["conflict_ratio"] = table["cosine_halves"] / np.sqrt((floor * others).where(usable))
+    windows = ["absence_damage", "presence_rise", "absence_floor"]
+    table = table.assign(**{c: np.nan for c in windows})
+    if probe.empty or "window_signal" not in set(probe["measure"]):
+        return table
+    # The joint cells' windows, and the same task's single-task cells' windows: the floor.
+    joint, single = (_window_rises(probe[probe["regime"] == r], unit) for r in ("joint", "single"))
+    table = table.drop(columns=windows).merge(joint, on=unit, how="left")
+    floor = single.drop(columns="presence_rise").rename(columns={"absence_damage": "absence_floor"})
+    same_arch = table.merge(floor, on=unit, how="left")["absence_floor"]
+    # A one-tower single-task baseline (single_baseline = "single_task") has no probe: no floor then.
+    table["absence_floor"] = same_arch.to_numpy()
+    return table
+
+
+def _window_rises(probe: pd.DataFrame, unit: list[str]) -> pd.DataFrame:
+    """Per unit, the mean relative rise of the task's probe loss over windows without and with its labels."""
+    probe = probe[probe["task_i"] == probe["task_j"]]
+    cell = [c for c in unit if c != "task"]
+    event = [*cell, "phase", "step", "task_i"]
+    rise = probe[probe["measure"] == "loss_rise"][event + ["value"]].rename(columns={"value": "rise"})
+    signal = probe[probe["measure"] == "window_signal"][event + ["value"]].rename(columns={"value": "signal"})
+    rows = rise.merge(signal, on=event, how="inner").rename(columns={"task_i": "task"})
+    absent = rows["signal"] == 0
+    absence = rows[absent].groupby(unit, dropna=False)["rise"].mean().rename("absence_damage")
+    presence = rows[~absent].groupby(unit, dropna=False)["rise"].mean().rename("presence_rise")
+    return pd.concat([absence, presence], axis=1).reset_index()
+
+
+def _within_selection(probe: pd.DataFrame, metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
+    """Probe events that describe the weights a unit's outcome was read on.
+
+    Drops the step-0 event (the untrained model) and, where the probe records
+    epochs, every event after the epoch selected for the task (those weights
+    were discarded). A measure of a pair of tasks (``task_j`` another task) is
+    kept up to the later of the two tasks' selected epochs: both tasks'
+    outcomes come from that stretch of the trajectory, and the pair's value
+    is one (the cosine is symmetric).
+    """
+    if probe.empty:
+        return probe
+    probe = probe[probe["step"] > 0]
+    if "epoch" not in probe.columns:
+        return probe
+    cell = ["run", "suite", *variant_columns, "arch", "regime", "remedy", "order", "seed", "phase"]
+    final = metrics[(metrics["stage"] == "final") & (metrics["split"] == SPLIT)]
+    selected = final.groupby([*cell, "task"], dropna=False)["epoch"].max().reset_index()
+    merged = probe.merge(selected.rename(columns={"task": "task_i", "epoch": "selected_i"}), on=[*cell, "task_i"], how="left")
+    merged = merged.merge(selected.rename(columns={"task": "task_j", "epoch": "selected_j"}), on=[*cell, "task_j"], how="left")
+    pair = (merged["task_i"] != merged["task_j"]) & merged["selected_j"].notna()
+    limit = merged["selected_i"].where(~pair, np.fmax(merged["selected_i"], merged["selected_j"]))
+    keep = limit.isna() | (merged["epoch"] <= limit)
+    return merged[keep.to_numpy()].drop(columns=["selected_i", "selected_j"])
 
 
 def _measure(m: Measure, probe: pd.DataFrame, retention: pd.DataFrame, unit: list[str], headline: dict[str, str]):
     if m.source == "probe":
         if probe.empty:
             return None
-        rows = probe[(probe["regime"] == "joint") & (probe["measure"] == m.measure)]
+        rows = probe[(probe["regime"] == "joint") & (probe["measure"] == m.record)]
         if "group" in rows and m.direction != "self":
             rows = rows[rows["group"] == "all"]
         if m.direction == "out":
@@ -144,7 +201,7 @@ def _measure(m: Measure, probe: pd.DataFrame, retention: pd.DataFrame, unit: lis
             return None
         # Accuracy-matrix measures are named f"{measure}_{metric}": keep each task's headline metric,
         # after the last phase of each sequential cell (both orders averaged below).
-        wanted = [m.measure if m.measure == "output_drift" else f"{m.measure}_{headline.get(t)}" for t in retention["task"]]
+        wanted = [m.record if m.record == "output_drift" else f"{m.record}_{headline.get(t)}" for t in retention["task"]]
         rows = retention[retention["measure"] == pd.Series(wanted, index=retention.index)]
         cell = ["run", "suite", *[c for c in unit if c not in ("run", "suite", "arch", "seed", "task")], "arch", "order", "seed"]
         rows = rows[rows["phase"] == rows.groupby(cell, dropna=False)["phase"].transform("max")]
@@ -163,6 +220,8 @@ class Contrast:
     remedies: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     remedy_verdict: str = ""
     cohorts: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    verdicts: list = dataclasses.field(default_factory=list)
+    variant_columns: list = dataclasses.field(default_factory=list)
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -174,15 +233,16 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> Contrast:
     """Rank correlations of relative transfer with each measure, cluster-bootstrap CIs, and the verdict.
 
-    Units of one cell (run, suite, variant, arch, seed) share a training run and
-    often a measure (the gradient cosine is symmetric), so the bootstrap resamples
-    whole cells, not single units.
+    Units of one seed (run, suite, seed) share a data draw, single-task
+    baselines and often a measure (the gradient cosine is symmetric), so the
+    bootstrap resamples whole seeds, not single units.
     """
     rng = np.random.default_rng(seed)
     y = units["relative_transfer" if "relative_transfer" in units else "transfer"].to_numpy(float)
-    measure_names = {m.name for m in MEASURES}
-    cell_columns = [c for c in units.columns if c not in _UNIT_VALUE_COLUMNS and c not in measure_names]
-    cells = units.groupby(cell_columns, dropna=False, sort=False).ngroup().to_numpy() if cell_columns else np.arange(len(units))
+    # Units of one seed share its data draw (the variants of a sweep draw from the same seed) and its
+    # single-task baselines: they are one cluster, never counted as independent replicates.
+    cluster_columns = [c for c in ("run", "suite", "seed") if c in units.columns]
+    cells = units.groupby(cluster_columns, dropna=False, sort=False).ngroup().to_numpy() if cluster_columns else np.arange(len(units))
     members = [np.flatnonzero(cells == c) for c in range(cells.max() + 1)] if len(units) else []
     boots = [np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))]) for _ in range(n_boot)]
     rows, boot_support = [], {}
@@ -198,7 +258,7 @@ def contrast(units: pd.DataFrame, *, seed: int = 0, n_boot: int = BOOTSTRAP) -> 
         samples = np.array([_spearman(x[b][ok[b]], y[b][ok[b]]) for b in boots])
         boot_support[m.name] = m.sign * samples
         lo, hi = np.nanpercentile(samples, [2.5, 97.5]) if np.isfinite(samples).any() else (np.nan, np.nan)
-        rows.append({"measure": m.name, "explanation": m.explanation, "expected_sign": m.sign,
+        rows.append({"measure": m.name, "explanation": m.family, "expected_sign": m.sign,
                      "n": int(ok.sum()), "spearman": rho, "ci_low": lo, "ci_high": hi, "support": m.sign * rho})
     table = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
     return Contrast(table, _verdict(table, boot_support, n), n)
@@ -280,6 +340,8 @@ def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
     result.remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
     result.remedy_verdict = remedy_report.remedy_verdict(result.remedies)
     result.cohorts = cohorts
+    result.variant_columns = list(variant_columns)
+    result.verdicts = verdict_lib.verdicts(units, variant_columns, result.remedies) if not units.empty else []
     return task_table(units, variant_columns) if not units.empty else pd.DataFrame(), result
 
 
@@ -289,6 +351,9 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
     out = Path(run_dirs[0])
     io.write_csv(out / "report.csv", tasks)
     io.write_csv(out / "contrast.csv", result.table)
+    if result.verdicts:
+        io.write_json(out / "verdict.json", verdict_lib.to_json(result.verdicts))
+        io.write_csv(out / "verdict.csv", verdict_lib.frame(result.verdicts, result.variant_columns))
     if not result.remedies.empty:
         io.write_csv(out / "remedies.csv", result.remedies)
     if not result.cohorts.empty:
@@ -298,6 +363,7 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         "",
         "Runs: " + ", ".join(Path(r).name for r in run_dirs),
         "",
+        *verdict_lines(result),
         "## Per task (validation split; transfer < 0 is negative transfer)",
         "",
         _markdown(tasks),
@@ -306,7 +372,7 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         "",
         _markdown(result.table),
         "",
-        "## Verdict",
+        "## What the correlations say (descriptive: correlations cannot separate causes)",
         "",
         result.verdict,
         "",
@@ -339,6 +405,23 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         ]
     io.write_text(out / "report.md", "\n".join(md))
     return tasks, result, out
+
+
+def verdict_lines(result: Contrast) -> list[str]:
+    """The report's opening: one sentence per suite variant × architecture, then how it was decided."""
+    if not result.verdicts:
+        return []
+    lines = ["## Verdict", ""]
+    lines += [f"- {verdict_lib.sentence(v, result.variant_columns)}" for v in result.verdicts]
+    lines += ["", "Read on the validation rows that never selected an epoch (joint regime vs the same architecture "
+              "trained single-task, same seeds). Negative transfer: a 95% t-interval over seeds of `log_transfer` "
+              f"(100·ln joint/single, sign-corrected, log points) below 0 (`no`: above -{verdict_lib.TOLERANCE:g}). "
+              "Conflict: the tasks' gradient cosine with its noise removed (`conflict_ratio`, disjoint halves of "
+              f"the probe batch) below -{verdict_lib.CONFLICT_RATIO:g} over seeds (97.5% interval). Forgetting: the "
+              "task's probe loss rises over training windows without its labels more than its single-task model's "
+              f"does over the same windows (`absence_damage` - `absence_floor` above {verdict_lib.FORGETTING_RISE:g}). "
+              "`verdict.json` holds the evidence, each reading and the power.", ""]
+    return lines
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -36,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 import mtl_bench
+from mtl_bench import data as data_lib
 from mtl_bench import io
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
@@ -123,11 +124,23 @@ def load_suite(config: RunConfig, variant: tuple[tuple[str, Any], ...], seed: in
         cut = lambda split, n: split.take(slice(0, n)) if n else split  # noqa: E731
         data = dataclasses.replace(
             data,
-            train=cut(data.train, config.max_train_rows),
+            train=_cut_stream(data.train, config.max_train_rows),
             validation=cut(data.validation, config.max_eval_rows),
             test=cut(data.test, config.max_eval_rows),
         )
     return data
+
+
+def _cut_stream(split, n: int):
+    """The first ``n`` training rows; for a log read in time blocks, the first rows of every block in proportion,
+    so that a small slice keeps every period (and the missing labels of the latest ones)."""
+    if not n or n >= len(split):
+        return split
+    blocks = split.meta.get(data_lib.STREAM_BLOCK)
+    if blocks is None:
+        return split.take(slice(0, n))
+    keep = [np.flatnonzero(blocks == b)[: int(round(n * np.mean(blocks == b)))] for b in np.unique(blocks)]
+    return split.take(np.sort(np.concatenate(keep)))
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -140,6 +153,13 @@ def resolve(config: RunConfig) -> RunConfig:
     day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
     ``uniform_rows_per_day``.
     """
+    if config.suite == "planted":
+        from mtl_bench.tasks import planted
+
+        # The planted mechanisms are calibrated on the suite's own model (a one-unit linear bottleneck).
+        missing = {a: p for a, p in planted.ARCH_PARAMS.items() if a not in config.arch_params}
+        if missing:
+            config = dataclasses.replace(config, arch_params={**config.arch_params, **missing})
     if config.experiment != "cohort":
         return config
     if config.suite != "recsim":

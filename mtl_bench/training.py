@@ -38,11 +38,40 @@ class EpochLog:
     selection_loss: float
 
 
+SELECTIONS: tuple[str, ...] = ("per_task", "sum", "last")
+
+
 @dataclasses.dataclass
 class FitResult:
+    """A fit's history and what it selected.
+
+    Attributes:
+        history: One log per epoch run.
+        best_epoch: The selected epoch (1-based); with per-task selection, the
+            latest of the tasks' selected epochs.
+        steps: Training steps run.
+        best_epochs: The epoch selected for each task (per-task selection:
+            each task's own validation loss; otherwise ``best_epoch`` for all).
+        snapshots: Per-task selection only: each task's selected weights
+            (``model.weights`` values), which :func:`evaluate_selected` uses.
+    """
+
     history: list[EpochLog]
     best_epoch: int
     steps: int
+    best_epochs: dict[str, int] = dataclasses.field(default_factory=dict)
+    snapshots: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
+
+
+def masked_loss(loss_fn: keras.losses.Loss, y: tf.Tensor, pred: tf.Tensor) -> tf.Tensor:
+    """A task's batch loss over its labelled rows: a NaN label is a missing one.
+
+    Keras's sum-over-batch-size reduction divides by the batch size, so a
+    batch with few labels gives a small loss and one with none gives 0 and no
+    gradient: a task whose labels arrive in bursts gets no signal between them.
+    """
+    mask = tf.math.is_finite(y)
+    return loss_fn(tf.expand_dims(tf.where(mask, y, tf.zeros_like(y)), -1), pred, sample_weight=tf.cast(mask, pred.dtype))
 
 
 def predict(model: keras.Model, split: Split, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
@@ -71,6 +100,25 @@ def evaluate(
     """``{task: {metric: value}}`` for every task on one split (from ``pred`` when given)."""
     pred = predict(model, split) if pred is None else pred
     return {t.name: metrics_lib.evaluate_task(t, split.labels[t.name], pred[t.name]) for t in tasks}
+
+
+def evaluate_selected(model: keras.Model, fit: FitResult, tasks: Sequence[Task], split: Split) -> dict[str, dict[str, float]]:
+    """Like :func:`evaluate`, each task with the weights selected for it (per-task selection).
+
+    Without per-task snapshots this is :func:`evaluate` of the model as it is.
+    The model is left with the weights it had on entry.
+    """
+    if not fit.snapshots:
+        return evaluate(model, tasks, split)
+    current = [v.numpy() for v in model.weights]
+    out = {}
+    for t in tasks:
+        for v, w in zip(model.weights, fit.snapshots[t.name]):
+            v.assign(w)
+        out[t.name] = metrics_lib.evaluate_task(t, split.labels[t.name], predict(model, split)[t.name])
+    for v, w in zip(model.weights, current):
+        v.assign(w)
+    return out
 
 
 class Trainer:
@@ -126,6 +174,7 @@ class Trainer:
         self._loss_fns = [t.loss_fn() for t in self.tasks]
         self.optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
         self._run_steps = None
+        self._masked: set[str] = set()
         self.jit_compile = jit_compile
 
     @property
@@ -138,7 +187,10 @@ class Trainer:
         return tf.stack(self._each_loss(self.model(x, training=training), y))
 
     def _each_loss(self, pred: dict[str, tf.Tensor], y: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-        return [fn(tf.expand_dims(y[t.name], -1), pred[t.name]) for t, fn in zip(self.tasks, self._loss_fns)]
+        return [
+            masked_loss(fn, y[t.name], pred[t.name]) if t.name in self._masked else fn(tf.expand_dims(y[t.name], -1), pred[t.name])
+            for t, fn in zip(self.tasks, self._loss_fns)
+        ]
 
     def _gram_split(self, variables: list) -> tuple[list[int], list[int]]:
         """Positions of the shared variables (combined by the Gram method) and of the rest."""
@@ -154,6 +206,8 @@ class Trainer:
         return inside, [k for k in range(len(variables)) if k not in set(inside)]
 
     def _build(self, sample: Split) -> None:
+        # Tasks with missing training labels (NaN) are trained on their labelled rows only.
+        self._masked = {t.name for t in self.tasks if np.isnan(sample.labels[t.name]).any()}
         if not self.model.built or not self.model.trainable_variables:
             self.model(sample.take(slice(0, 2)).features)
         variables = self.variables
@@ -236,11 +290,17 @@ class Trainer:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         steps_per_call: int = 0,
         restore_best: bool = True,
+        select: str = "sum",
     ) -> FitResult:
         """Trains with early stopping on the validation loss and restores the best epoch's weights.
 
-        The validation loss weighs the tasks with the static ``loss_weights``
-        whatever the combination, so every remedy is selected by one criterion.
+        With ``select="sum"`` the validation loss weighs the tasks with the
+        static ``loss_weights`` whatever the combination, so every remedy is
+        selected by one criterion. With ``select="per_task"`` every task keeps
+        the weights of the epoch with its own lowest validation loss (the rule
+        a single-task model is selected by, so single-task and multi-task arms
+        are selected alike); training stops when no task improved for
+        ``patience`` epochs.
 
         Args:
             train: Training split.
@@ -251,12 +311,18 @@ class Trainer:
             patience: Epochs without improvement before stopping; 0 = never stop early.
             callbacks: Keras callbacks; ``on_train_batch_end`` is called at every
                 global multiple of ``steps_per_call`` steps (and at each epoch's
-                end) with the global step as the batch index and in ``logs["global_step"]``.
+                end) with the global step as the batch index and in
+                ``logs["global_step"]``, the steps since the previous call in
+                ``logs["steps"]`` and, for each task with missing labels, the
+                number of those steps whose batch held one of its labels in
+                ``logs["signal_steps/<task>"]``.
             steps_per_call: Steps run in one compiled call at most; 0 = a whole epoch.
                 Each epoch is a seeded permutation of the training rows cut
                 into full batches.
             restore_best: Restore the best validation epoch's weights at the end;
                 False keeps the last epoch's (no model selection at all).
+            select: ``"sum"``, ``"per_task"`` or ``"last"`` (no selection: the
+                last epoch's weights, the same as ``restore_best=False``).
 
         Returns:
             The epoch history, the selected (1-based) epoch and the number of steps.
@@ -264,9 +330,14 @@ class Trainer:
         Raises:
             TrainingDiverged: When the training loss is not finite.
         """
+        if select not in SELECTIONS:
+            raise ValueError(f"Trainer.fit: select must be one of {SELECTIONS}. Received: select={select!r}")
+        restore_best = restore_best and select != "last"
+        per_task = select == "per_task" and len(self.tasks) > 1
         if self._run_steps is None:
             self._build(train)
         names = [t.name for t in self.tasks]
+        task_best = {n: (np.inf, 0, None) for n in names}  # per-task selection: (loss, epoch, weights)
         spe = data_lib.steps_per_epoch(train, batch_size)
         chunk = steps_per_call or spe
         features, labels = data_lib.resident(train, names)
@@ -281,8 +352,10 @@ class Trainer:
             if self.aid is not None:
                 self.aid.on_epoch_begin(epoch)
             # The whole epoch goes in at once (one shape, one trace); chunks are index ranges of it.
-            batches = data_lib.epoch_batches(len(train), batch_size, rng)
+            batches = data_lib.epoch_batches(len(train), batch_size, rng, train.meta.get(data_lib.STREAM_BLOCK))
             epoch_tensor = tf.constant(batches)
+            # Steps whose batch holds a label of a task with missing labels (the others have one in every batch).
+            signal = {t: np.isfinite(train.labels[t][batches]).any(axis=1) for t in names if t in self._masked}
             loss_sum = np.zeros(len(names))
             start = 0
             while start < len(batches):
@@ -300,7 +373,8 @@ class Trainer:
                 loss_sum += step_losses.astype(np.float64).sum(axis=0)
                 step += n
                 cb.on_train_batch_end(
-                    step, {"global_step": step, **{f"loss/{t}": float(v) for t, v in zip(names, mean_losses)}}
+                    step, {"global_step": step, "steps": n, **{f"loss/{t}": float(v) for t, v in zip(names, mean_losses)},
+                           **{f"signal_steps/{t}": int(has[start - n : start].sum()) for t, has in signal.items()}}
                 )
             pred = predict(self.model, validation)
             val = {
@@ -315,14 +389,29 @@ class Trainer:
             log = EpochLog(epoch, dict(zip(names, (loss_sum / len(batches)).tolist())), val, selection)
             history.append(log)
             cb.on_epoch_end(epoch - 1, {"val_selection_loss": selection})
-            if selection < best:
+            if per_task:
+                improved = False
+                for t in self.tasks:
+                    loss = metrics_lib.task_loss(t, validation.labels[t.name], pred[t.name])
+                    if loss < task_best[t.name][0]:
+                        task_best[t.name] = (loss, epoch, [v.numpy() for v in self.model.weights])
+                        improved = True
+                if improved:
+                    since_best = 0
+                    best_epoch = max(e for _, e, _ in task_best.values())
+                    best_weights = next(w for _, e, w in task_best.values() if e == best_epoch)
+                else:
+                    since_best += 1
+                    if patience and since_best >= patience:
+                        break
+            elif selection < best:
                 best, best_epoch, since_best = selection, epoch, 0
                 best_weights = [v.numpy() for v in self.model.weights]
             else:
                 since_best += 1
                 if patience and since_best >= patience:
                     break
-        if best_weights is None:  # validation loss never finite
+        if best_weights is None or (per_task and any(w is None for _, _, w in task_best.values())):
             raise TrainingDiverged("validation loss is not finite at any epoch")
         if restore_best:
             for v, w in zip(self.model.weights, best_weights):
@@ -330,4 +419,7 @@ class Trainer:
         else:
             best_epoch = len(history)
         cb.on_train_end()
-        return FitResult(history, best_epoch, step)
+        if per_task and restore_best:
+            return FitResult(history, best_epoch, step, {n: e for n, (_, e, _) in task_best.items()},
+                             {n: w for n, (_, _, w) in task_best.items()})
+        return FitResult(history, best_epoch, step, {n: best_epoch for n in names})

@@ -10,6 +10,8 @@ parameter names with :func:`inspect.signature`):
   (:mod:`mtl_bench.tasks.census_income`).
 * ``table``: a user's CSV/Parquet file described by a TOML file
   (:mod:`mtl_bench.tasks.table`).
+* ``planted``: two tasks with a planted cause of negative transfer (none,
+  conflict, forgetting or both), to check the verdict (:mod:`mtl_bench.tasks.planted`).
 * ``recsim``: a multi-behaviour recommender simulator with days, cohorts,
   scenarios and a logging policy (:mod:`mtl_bench.tasks.recsim`).
 """
@@ -19,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mtl_bench.spec import SuiteData
-from mtl_bench.tasks import census_income, recsim, synthetic, table
+from mtl_bench.tasks import census_income, planted, recsim, synthetic, table
 
 SUITES: dict[str, Callable[..., SuiteData]] = {
     "synthetic": synthetic.load,
     "census-income": census_income.load,
     "table": table.load,
     "recsim": recsim.load,
+    "planted": planted.load,
 }
 
-__all__ = ["SUITES", "census_income", "recsim", "synthetic", "table"]
+__all__ = ["SUITES", "census_income", "planted", "recsim", "synthetic", "table"]

@@ -116,6 +116,8 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
     data_path = (toml_path.parent / data_cfg["path"]).expanduser()
     frame = _read_table(data_path, data_cfg.get("delimiter", ","), where)
     file_name = data_path.name
+    if len(frame) == 0:  # e.g. a CSV with its header line only; every later check assumes rows
+        raise UserInputError(f"{where}: data file {file_name} has no rows")
 
     numeric_cols = _names(features_cfg.get("numeric", []), "features.numeric", where)
     categorical_cols = _names(features_cfg.get("categorical", []), "features.categorical", where)

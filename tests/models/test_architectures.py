@@ -111,6 +111,17 @@ def test_gate_less_models_report_no_gates(case: str, spec, tasks, batch) -> None
     assert _make(case, spec, tasks).gates(batch) == {}
 
 
+def test_linear_bottom_is_a_product_of_the_kernels(spec, tasks, batch) -> None:
+    """With a linear bottom and linear heads a regression output is x_in · W_bottom · w_head + biases."""
+    model = SharedBottom(spec, tasks, bottom_units=1, tower_units=0, bottom_activation="linear")
+    out = model(batch)
+    hidden = _np(model.input_block(batch)) @ _np(model.bottom.kernel) + _np(model.bottom.bias)
+    tower = model.towers[1]  # "dwell": regression, a linear output
+    np.testing.assert_allclose(_np(out["dwell"]), hidden @ _np(tower.output_layer.kernel) + _np(tower.output_layer.bias),
+                               rtol=1e-5, atol=1e-6)
+    assert model.get_config()["bottom_activation"] == "linear"
+
+
 def test_mmoe_gate_keys_and_sizes(spec, tasks, batch) -> None:
     mmoe = MMoE(spec, tasks, num_experts=5)
     gates = mmoe.gates(batch)
@@ -372,6 +383,7 @@ BAD_ARGUMENTS: list[tuple[str, dict]] = [
     ("omoe", {"num_experts": 0}),
     ("shared_bottom", {"bottom_units": 0}),
     ("shared_bottom", {"dropout": -0.5}),
+    ("shared_bottom", {"bottom_activation": "gelu"}),
     ("single_task", {"bottom_units": -3}),
     ("ple", {"num_levels": 0}),
     ("ple", {"num_task_experts": 0}),

@@ -12,7 +12,8 @@ def test_help_is_complete(capsys):
         cli.main(["run", "--help"])
     assert err.value.code == 0
     out = capsys.readouterr().out
-    for flag in ["--suite", "--group", "--table", "--arch", "--regime", "--epochs", "--seeds", "--config", "--out", "--resume"]:
+    for flag in ["--suite", "--group", "--table", "--arch", "--regime", "--epochs", "--seeds", "--config", "--out", "--resume",
+                 "--selection", "--selection-share", "--lookahead-steps"]:
         assert flag in out
 
 
@@ -43,6 +44,10 @@ def test_run_writes_run_dir_and_prints_table(tmp_path, capsys):
         (["run", "--suite", "table", "--table", "missing.toml"], "missing.toml"),
         (["run", "--config", "nope.toml"], "nope.toml"),
         (["run", "--resume", "no/such/run"], "not a run directory"),
+        (["run", "--suite", "planted", "--param", "mechanism=gradient"], "mechanism must be one of"),
+        (["run", "--selection", "best"], "invalid choice"),
+        (["run", "--selection-share", "1.5"], "selection_share must be a number in [0, 1)"),
+        (["calibrate", "--draws", "0"], "draws must be an integer >= 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -53,3 +58,15 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, needle):
     assert code == 2
     assert needle in err and "\n" not in err and err.startswith("mtl-bench")
     assert not out.exists()
+
+
+def test_run_planted_fills_in_the_suites_model(tmp_path):
+    out = tmp_path / "run"
+    code = cli.main(["run", "--suite", "planted", "--param", "mechanism=conflict", "--param", "train_rows=512",
+                     "--param", "validation_rows=256", "--param", "test_rows=128", "--arch", "shared_bottom",
+                     "--regime", "joint", "--epochs", "1", "--seeds", "1", "--jobs", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    from mtl_bench.config import RunConfig
+    from mtl_bench.tasks import planted
+
+    assert RunConfig.from_toml(out / "config.toml").arch_params == planted.ARCH_PARAMS

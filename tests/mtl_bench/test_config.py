@@ -20,6 +20,9 @@ def test_toml_round_trip(tmp_path):
         ({"seeds": "3"}, "seeds"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"archs": []}, "archs"),
+        ({"selection": "best"}, "selection must be one of ['per_task', 'sum', 'last']"),
+        ({"selection_share": 1.0}, "selection_share must be a number in [0, 1)"),
+        ({"lookahead_steps": -1}, "lookahead_steps must be an integer >= 0"),
     ],
 )
 def test_bad_values_raise_one_line(data, needle):
@@ -35,3 +38,9 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("epochs = = 3")
     with pytest.raises(UserInputError, match="not valid TOML"):
         RunConfig.from_toml(bad)
+
+
+def test_selection_names_match_the_trainers():
+    from mtl_bench import config, training
+
+    assert config.SELECTIONS == training.SELECTIONS

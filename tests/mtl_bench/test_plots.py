@@ -199,7 +199,8 @@ def _run_dir(tmp_path, probe: bool = True):
 def test_write_plots_writes_pngs_and_skips_probe_plots_without_probe(tmp_path):
     run = _run_dir(tmp_path, probe=False)
     written, notes = plots.write_plots([run])
-    assert {p.name for p in written} == {"negative_transfer.png", "accuracy_matrix.png", "drift_vs_forgetting.png"}
+    assert {p.name for p in written} == {"negative_transfer.png", "accuracy_matrix.png", "drift_vs_forgetting.png",
+                                         "verdict.png"}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
     assert any("conflict_vs_retention.png" in n and "--no-probe" in n for n in notes)
     assert not list(run.glob(".*.tmp"))
@@ -212,3 +213,127 @@ def test_report_plots_flag(tmp_path, capsys):
     assert {"conflict_vs_retention.png", "gates.png", "training_dynamics_mmoe.png",
             "training_dynamics_shared_bottom.png"} <= names
     assert "written:" in capsys.readouterr().out
+
+
+def _sparse_dense_dir(tmp_path, dims=(16, 8)):
+    """A sparse-dense experiment directory: point runs of one suite variant, told apart only by directory."""
+    out = tmp_path / "sd"
+    (out / "points").mkdir(parents=True)
+    (out / "sparse_dense.md").write_text("# Sparse isolation vs dense scaling\n")
+    for dim in dims:
+        _run_dir(tmp_path, probe=False).rename(out / "points" / f"embedding_dim={dim}")
+    return out
+
+
+def test_negative_transfer_of_runs_sharing_a_variant_has_a_panel_per_run(tmp_path):
+    # Two runs with identical suite/variant/arch/task rows (a sparse-dense sweep's points) once collided
+    # in one panel: "cannot reindex on an axis with duplicate labels".
+    out = _sparse_dense_dir(tmp_path)
+    runs = sorted((out / "points").iterdir())
+    fig = plots.figures(runs)["negative_transfer.png"]()
+    panels = (1 + len(ORDERS)) * len(CORRELATIONS) * len(runs)
+    assert len(fig.axes) == panels
+    assert all(len(ax.patches) == len(TASKS) * len(ARCHS) for ax in fig.axes)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("embedding_dim=16" in t for t in titles) and any("embedding_dim=8" in t for t in titles)
+    assert not any("run=" in t for t in titles)
+
+
+def test_negative_transfer_of_one_run_has_no_run_in_the_titles(tmp_path):
+    fig = plots.figures([_run_dir(tmp_path)])["negative_transfer.png"]()
+    assert len(fig.axes) == (1 + len(ORDERS)) * len(CORRELATIONS)
+    assert not any("run" in ax.get_title() for ax in fig.axes)
+
+
+def test_report_plots_on_a_sparse_dense_directory(tmp_path, capsys):
+    out = _sparse_dense_dir(tmp_path)
+    assert cli.main(["report", str(out), "--plots"]) == 0
+    assert (out / "points" / "embedding_dim=16" / "negative_transfer.png").is_file()
+
+
+def _verdict_frame() -> pd.DataFrame:
+    """Shaped like ``verdict.frame``: two variants × two tasks, one task without a stretch without labels."""
+    rows = [
+        ("conflict", "task1", "conflict", -40.0, -60.0, -20.0, -0.6, -0.8, -0.4, -0.02, -0.05, 0.01),
+        ("conflict", "task2", "undetermined", -30.0, -90.0, 30.0, -0.6, -0.8, -0.4, np.nan, np.nan, np.nan),
+        ("forgetting", "task1", "forgetting", -50.0, -70.0, -30.0, 0.5, 0.3, 0.7, 0.12, 0.08, 0.16),
+        ("forgetting", "task2", "neither", 20.0, 5.0, 35.0, 0.5, 0.3, 0.7, -0.01, -0.03, 0.005),
+    ]
+    columns = ["mechanism", "task", "explanation", "log_transfer", "ci_low", "ci_high", "conflict_ratio",
+               "conflict_ratio_ci_low", "conflict_ratio_ci_high", "absence_excess", "absence_excess_ci_low",
+               "absence_excess_ci_high"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.insert(0, "suite", "planted")
+    frame.insert(2, "arch", "shared_bottom")
+    return frame.assign(seeds=4)
+
+
+def _scatter(ax, gid):
+    return next(c for c in ax.collections if isinstance(c, PathCollection) and c.get_gid() == gid)
+
+
+def test_verdict_figure_draws_each_task_with_its_transfer_evidence_and_colour():
+    from matplotlib.colors import to_rgba
+
+    from mtl_bench import verdict as verdict_lib
+
+    table = _verdict_frame()
+    fig = plots.verdict(table, ["mechanism"])
+    left, right = fig.axes
+    labels = [t.get_text() for t in left.get_yticklabels()]
+    assert len(labels) == len(table)
+    assert labels[0].startswith("mechanism=conflict task1") and labels[-1].startswith("mechanism=forgetting task2")
+    assert not any("shared_bottom" in t or "planted" in t for t in labels)  # one arch and suite: no need to say
+    transfer = _scatter(left, "transfer")
+    offsets = transfer.get_offsets()
+    assert offsets[:, 0].tolist() == table["log_transfer"].tolist()
+    assert offsets[:, 1].tolist() == [3.0, 2.0, 1.0, 0.0]  # first row on top
+    expected = [to_rgba(plots.EXPLANATION_COLORS[e]) for e in table["explanation"]]
+    assert [tuple(c) for c in transfer.get_facecolors()] == expected
+    # One horizontal error bar per task, spanning its CI.
+    bars = [seg for coll in left.collections if not isinstance(coll, PathCollection) for seg in coll.get_segments()]
+    spans = sorted((float(s[0][0]), float(s[1][0])) for s in bars)
+    assert spans == sorted(zip(table["ci_low"], table["ci_high"]))
+    assert any(np.allclose(line.get_xdata(), 0) for line in left.get_lines())
+    # The evidence map: measured tasks at (conflict_ratio, absence_excess), the other one hollow at y = 0.
+    measured = _scatter(right, "evidence")
+    assert measured.get_offsets().tolist() == [[-0.6, -0.02], [0.5, 0.12], [0.5, -0.01]]
+    assert [tuple(c) for c in measured.get_facecolors()] == [expected[0], expected[2], expected[3]]
+    hollow = _scatter(right, "evidence_no_stretch")
+    assert hollow.get_offsets().tolist() == [[-0.6, 0.0]]
+    assert len(hollow.get_facecolors()) == 0 and tuple(hollow.get_edgecolors()[0]) == expected[1]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(verdict_lib.EXPLANATIONS) <= set(legend)
+    assert any("no stretch without labels" in t for t in legend)
+    dashed = [line for line in right.get_lines() if line.get_linestyle() == "--"]
+    assert sorted(float(np.unique(line.get_xdata() if len(np.unique(line.get_xdata())) == 1 else line.get_ydata())[0])
+                  for line in dashed) == [-verdict_lib.CONFLICT_RATIO, verdict_lib.FORGETTING_RISE]
+    quadrants = {t.get_text() for t in right.texts}
+    assert {"conflict", "forgetting", "both", "neither"} <= quadrants
+    assert "validation rows that never selected an epoch, 95% CIs over seeds" in fig.get_suptitle()
+
+
+def test_verdict_figure_from_verdict_entries_and_empty():
+    from mtl_bench import verdict as verdict_lib
+
+    units = pd.DataFrame({"suite": "s", "arch": "a", "task": np.repeat(["t1", "t2"], 3),
+                          "log_transfer": [-30.0, -35.0, -32.0, 1.0, -1.0, 0.5],
+                          "conflict_ratio": -0.5, "absence_damage": 0.1, "presence_rise": 0.0})
+    entries = verdict_lib.verdicts(units, [])
+    fig = plots.verdict(entries, [])
+    offsets = _scatter(fig.axes[0], "transfer").get_offsets()
+    assert offsets[:, 0].tolist() == pytest.approx([-32.333333, 1 / 6])
+    assert isinstance(plots.verdict([], []), Figure)
+
+
+def test_write_plots_writes_the_verdict_of_a_run_with_verdicts(tmp_path):
+    run = _run_dir(tmp_path)
+    names = plots.figures([run])
+    assert callable(names["verdict.png"])
+    assert isinstance(plots.figures([run], verdicts=[])["verdict.png"], str)
+    written, _ = plots.write_plots([run])
+    assert (run / "verdict.png") in written and (run / "verdict.png").read_bytes()[:4] == b"\x89PNG"
+    # No joint regime: no verdict, and the figure is skipped with a note.
+    metrics = pd.read_csv(run / "metrics.csv")
+    metrics[metrics["regime"] != "joint"].to_csv(run / "metrics.csv", index=False)
+    assert isinstance(plots.figures([run])["verdict.png"], str)

@@ -124,7 +124,7 @@ def test_report_writes_the_remedy_table_and_its_reading(grid):
 def _row(**kw):
     base = dict(regime="joint", remedy="pcgrad", family="conflict", baseline="none", n=9, wins=4, delta_m_change=0.0,
                 ci_low=-1.0, ci_high=1.0, median_change=0.0, median_ci_low=-1.0, median_ci_high=1.0, helps=False, conflict_rate_change=0.0, cosine_change=0.0,
-                update_conflict_change=0.0, forgetting_rate_change=0.0, affinity_change=0.0,
+                update_conflict_change=0.0, forgetting_events_change=0.0, affinity_in_change=0.0,
                 sequential_forgetting_change=float("nan"), output_drift_change=float("nan"), baseline_update_conflict=0.3,
                 lowers_conflict=False, lowers_forgetting=False)
     base.update(kw)
@@ -231,3 +231,58 @@ def test_remedy_figure_has_one_point_per_compared_remedy(grid):
     assert callable(names["remedies.png"])
     # The other figures describe the baseline cells only.
     assert not isinstance(names["negative_transfer.png"], str)
+
+
+def _hand_made(seeds=8):
+    """One joint cell per seed and remedy: pcgrad raises the cosine, distill lowers the forgetting events."""
+    metrics, probe = [], []
+    for seed in range(seeds):
+        base = dict(run="r", suite="s", arch="a", order="-", seed=seed, phase=0, epoch=-1, stage="final",
+                    split="validation", metric="mse")
+        for task in ("t1", "t2"):
+            metrics.append(dict(base, regime="single", remedy="none", task=task, value=1.0))
+            for remedy, value in (("none", 1.2), ("pcgrad", 1.1), ("distill", 1.3)):
+                metrics.append(dict(base, regime="joint", remedy=remedy, task=task, value=value + 0.01 * seed))
+        for remedy, cosine, events in (("none", -0.3, 0.2), ("pcgrad", -0.1, 0.2), ("distill", -0.3, 0.1)):
+            cell = dict(run="r", suite="s", arch="a", regime="joint", remedy=remedy, order="-", seed=seed, phase=0,
+                        step=10, group="all")
+            for ti, tj in (("t1", "t2"), ("t2", "t1")):
+                probe.append(dict(cell, task_i=ti, task_j=tj, measure="cosine", value=cosine + 0.01 * seed))
+            for task in ("t1", "t2"):
+                probe.append(dict(cell, task_i=task, task_j=task, measure="forgetting_rate", value=events))
+                probe.append(dict(cell, task_i=task, task_j="update", measure="update_conflict", value=0.0))
+    return pd.DataFrame(metrics), pd.DataFrame(probe)
+
+
+def test_remedy_columns_are_the_catalogs_per_cell_measures():
+    from mtl_bench import remedy_report
+    from mtl_bench.catalog import BY_NAME, MEASURES
+
+    assert [m.name for m in remedy_report.CHANGES] == [m.name for m in MEASURES if m.source != "derived"]
+    changes = [c for c in remedy_report.COLUMNS
+               if c.endswith("_change") and c not in ("delta_m_change", "median_change")]
+    assert changes == [f"{m.name}_change" for m in remedy_report.CHANGES]
+    assert {"forgetting_events_change", "affinity_in_change", "update_conflict_change"} <= set(changes)
+    assert not {"forgetting_rate_change", "affinity_change"} & set(remedy_report.COLUMNS)
+    assert BY_NAME["update_conflict"].family == "descriptive" and BY_NAME["update_conflict"].direction == "self"
+    assert {m.name for m in remedy_report.FORGETTING_MEASURES} == {"sequential_forgetting"}
+    assert "update_conflict" in {m.name for m in remedy_report.CONFLICT_MEASURES}
+
+
+def test_lowers_flags_are_sign_aware_and_ignore_descriptive_measures():
+    metrics, probe = _hand_made()
+    table = remedy_table(metrics, probe, pd.DataFrame(), []).set_index("remedy")
+    table = table[table["baseline"] == "none"]
+    pcgrad, distill = table.loc["pcgrad"], table.loc["distill"]
+    assert pcgrad["cosine_change"] == pytest.approx(0.2)
+    # The cosine (sign +1) went up in every seed: less conflict, though no sign -1 measure went down.
+    assert pcgrad["lowers_conflict"] and not pcgrad["lowers_forgetting"]
+    assert pcgrad["target_measure"] == "conflict_rate" and np.isnan(pcgrad["conflict_rate_change"])
+    # Fewer forgetting events in every seed: descriptive, so no evidence that forgetting was removed.
+    assert distill["forgetting_events_change"] == pytest.approx(-0.1)
+    assert not distill["lowers_forgetting"] and not distill["lowers_conflict"]
+    assert distill["target_measure"] == "" and np.isnan(distill["target_lowered_share"])
+    assert np.isnan(distill["sequential_forgetting_change"])
+    reading = remedy_verdict(table.reset_index())
+    assert "distill: increases negative transfer" in reading
+    assert "no per-cell forgetting measure in this regime" in reading

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,7 +80,7 @@ def test_report_on_real_runs(tmp_path, capsys):
     config = RunConfig(
         suite="synthetic",
         suite_params={"correlation": [1.0, 0.0], "train_rows": 512, "validation_rows": 256, "test_rows": 256},
-        archs=["shared_bottom", "mmoe"], seeds=2, epochs=2, batch_size=128, probe_every=2,
+        archs=["shared_bottom", "mmoe"], seeds=2, epochs=2, batch_size=128, probe_every=2, lookahead_steps=2,
     )
     run_dir = runner.run(config, out=tmp_path / "run", progress=None, in_process=True)
     assert cli.main(["report", str(run_dir)]) == 0
@@ -87,12 +89,26 @@ def test_report_on_real_runs(tmp_path, capsys):
     tasks = pd.read_csv(run_dir / "report.csv")
     # 2 correlations × 2 archs × 2 tasks, each with its joint transfer and every measure
     assert len(tasks) == 8 and tasks["n"].eq(2).all()
-    assert tasks[[m.name for m in report.MEASURES]].notna().all().all()
+    # Every label is in every batch: no stretch without a task's signal, so the absence measures cannot exist.
+    stretch = {"absence_damage", "absence_floor", "presence_rise"}
+    assert tasks[[m.name for m in report.MEASURES if m.name not in stretch | {"conflict_ratio"}]].notna().all().all()
+    # No conflict ratio exactly where a cell's within-task floor is noise (below FLOOR_MIN).
+    units = report.unit_table(*report.load_runs([run_dir])[:3], ["correlation"])
+    noisy = units.groupby(["correlation", "arch", "seed"])["cosine_floor"].transform("min") < report.FLOOR_MIN
+    assert (units["conflict_ratio"].isna() == noisy).all()
+    assert tasks[sorted(stretch)].isna().all().all()
     contrast = pd.read_csv(run_dir / "contrast.csv")
-    assert set(contrast.measure) == {m.name for m in report.MEASURES}
-    assert (contrast.n == 16).all()
+    assert set(contrast.measure) == {m.name for m in report.MEASURES} - stretch
+    n = contrast.set_index("measure")["n"]
+    assert (n.drop("conflict_ratio") == 16).all() and n["conflict_ratio"] == units["conflict_ratio"].notna().sum()
     md = (run_dir / "report.md").read_text()
     assert "## Verdict" in md
+    verdicts = json.loads((run_dir / "verdict.json").read_text())
+    assert sorted((v["correlation"], v["arch"]) for v in verdicts) == [
+        (0.0, "mmoe"), (0.0, "shared_bottom"), (1.0, "mmoe"), (1.0, "shared_bottom")]
+    for v in verdicts:  # 2 seeds: fewer than the 3 a verdict needs
+        assert v["negative_transfer"] == "undetermined" and v["explanation"] == "undetermined"
+        assert all(t["readings"]["forgetting"] == "not measurable" for t in v["tasks"].values())
 
 
 def test_same_run_twice_is_refused(tmp_path, capsys):
@@ -108,3 +124,34 @@ def test_report_bad_dir_exits_2(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a finished run directory" in err and "\n" not in err
+
+
+def _probe_rows(regime, rows):
+    base = {"run": "r", "suite": "s", "arch": "a", "regime": regime, "remedy": "none", "order": "-", "seed": 0,
+            "phase": 0, "group": "all"}
+    return [{**base, "step": step, "task_i": ti, "task_j": tj, "measure": m, "value": v} for step, ti, tj, m, v in rows]
+
+
+def test_derived_measures_against_hand_computation():
+    units = pd.DataFrame({"run": "r", "suite": "s", "arch": "a", "seed": 0, "task": ["t1", "t2"],
+                          "cosine_halves": [-0.3, -0.3], "cosine_floor": [0.9, 0.4]})
+    probe = pd.DataFrame(_probe_rows("joint", [
+        # t1 lacks labels in the windows ending at steps 10 and 30, has them at 20
+        (10, "t1", "t1", "loss_rise", 0.2), (10, "t1", "t1", "window_signal", 0.0),
+        (20, "t1", "t1", "loss_rise", -0.1), (20, "t1", "t1", "window_signal", 1.0),
+        (30, "t1", "t1", "loss_rise", 0.4), (30, "t1", "t1", "window_signal", 0.0),
+        (10, "t2", "t2", "loss_rise", 0.5),  # t2 never misses labels: no window_signal, no absence measures
+    ]) + _probe_rows("single", [
+        (10, "t1", "t1", "loss_rise", -0.05), (10, "t1", "t1", "window_signal", 0.0),
+        (30, "t1", "t1", "loss_rise", 0.05), (30, "t1", "t1", "window_signal", 0.0),
+    ]))
+    table = report._derived(units.copy(), probe, ["run", "suite", "arch", "seed", "task"]).set_index("task")
+    # conflict ratio: cosine_halves / sqrt(own floor · other task's floor)
+    assert table.loc["t1", "conflict_ratio"] == pytest.approx(-0.3 / np.sqrt(0.9 * 0.4))
+    assert table.loc["t1", "absence_damage"] == pytest.approx((0.2 + 0.4) / 2)
+    assert table.loc["t1", "presence_rise"] == pytest.approx(-0.1)
+    assert table.loc["t1", "absence_floor"] == pytest.approx(0.0)  # the single-task model's mean over the same windows
+    assert np.isnan(table.loc["t2", "absence_damage"]) and np.isnan(table.loc["t2", "absence_floor"])
+    # A floor below FLOOR_MIN is noise: no ratio rather than an inflated one.
+    noisy = report._derived(units.assign(cosine_floor=[0.9, 0.01]), probe, ["run", "suite", "arch", "seed", "task"])
+    assert noisy["conflict_ratio"].isna().all()

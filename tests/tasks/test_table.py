@@ -275,3 +275,20 @@ def test_invalid_toml(tmp_path):
     (tmp_path / "bad.toml").write_text("[data\npath = 1")
     with pytest.raises(UserInputError, match="invalid TOML"):
         table.load(table=str(tmp_path / "bad.toml"))
+
+
+@pytest.mark.parametrize("toml", [BASE_TOML, BASE_TOML.replace('positive = ["yes", "1"]\n', "")], ids=["positive", "zero_one"])
+def test_header_only_csv_says_it_has_no_rows(tmp_path, toml):
+    message = _error(tmp_path, toml, _frame(0))
+    assert (tmp_path / "clicks.csv").read_text().count("\n") == 1  # the header line and nothing else
+    assert "clicks.csv" in message and "no rows" in message
+
+
+def test_header_only_csv_on_the_command_line(tmp_path, capsys):
+    from mtl_bench import cli
+
+    path = _write(tmp_path, frame=_frame(0))
+    assert cli.main(["run", "--suite", "table", "--table", path, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "clicks.csv" in err and "no rows" in err, err
+    assert not (tmp_path / "run").exists()
