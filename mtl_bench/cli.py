@@ -62,6 +62,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "and writes tidy results to a run directory."
         ),
     )
+    from mtl_bench import __version__
+
+    parser.add_argument("--version", action="version", version=f"mtl-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser(

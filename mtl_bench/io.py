@@ -11,20 +11,37 @@ from typing import Any
 import pandas as pd
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path``, fsyncs it, then renames it over ``path``."""
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, fsyncs it, then renames it over ``path``.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the
+    umask), not the temporary file's private ``0o600``, so a shared run directory stays
+    readable by the people it is shared with.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """:func:`write_bytes` of ``text`` in UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

@@ -14,8 +14,6 @@ write their own tables (``sparse_dense.csv``, ``policy.csv``).
 from __future__ import annotations
 
 import io as _io
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from scipy import stats
 
+from mtl_bench import io
 from mtl_bench.catalog import BY_NAME
 from mtl_bench.summary import ALL_TASKS, BASELINE_REMEDY, SINGLE_REGIME, headline_metric, with_remedy
 
@@ -703,15 +702,7 @@ def to_png(fig: Figure, *, dpi: int = 100) -> bytes:
 def save(fig: Figure, path: str | Path, *, dpi: int = 100) -> Path:
     """Writes the figure as PNG atomically: to a temporary file beside ``path``, then renamed over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(to_png(fig, dpi=dpi))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.write_bytes(path, to_png(fig, dpi=dpi))
     return path
 
 

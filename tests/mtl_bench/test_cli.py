@@ -70,3 +70,12 @@ def test_run_planted_fills_in_the_suites_model(tmp_path):
     from mtl_bench.tasks import planted
 
     assert RunConfig.from_toml(out / "config.toml").arch_params == planted.ARCH_PARAMS
+
+
+def test_version(capsys):
+    import mtl_bench
+
+    with pytest.raises(SystemExit) as err:
+        cli.main(["--version"])
+    assert err.value.code == 0
+    assert capsys.readouterr().out.strip() == f"mtl-bench {mtl_bench.__version__}"

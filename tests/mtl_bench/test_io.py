@@ -26,3 +26,20 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
         io.write_text(path, "new")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_written_files_get_the_mode_a_plain_write_would(tmp_path):
+    # The temporary file is private (0o600); the result must be readable as if written by open(path, "w").
+    old = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "a.txt", "x")
+        io.write_bytes(tmp_path / "b.png", b"\x89PNG")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert expected == 0o644
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "b.png").stat().st_mode & 0o777 == expected
+    assert os.umask(old) == old  # the umask is left as it was
