@@ -53,7 +53,9 @@ Forgetting view inside joint training:
   label of the task in ``logs["signal_steps/<task>"]``): the share of the
   window's steps whose batch held a label of task ``i``. Windows with
   ``window_signal == 0`` are stretches without the task's signal: its
-  ``loss_rise`` there is what the other tasks' updates did to it alone.
+  ``loss_rise`` there is what the other tasks' updates and its own
+  optimizer's momentum did to it (the report compares it with the same
+  task's single-task model over the same windows, which has only the latter).
 * ``forgetting_events`` (Toneva et al. 2019): number of probe examples that the
   task had right at the previous probe event and has wrong now;
   ``forgetting_rate`` is that number divided by the probe batch size. Not

@@ -43,7 +43,7 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.regimes import REGIMES, SINGLE_ARCH, Job, order_label, pretrain_last_day
 from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
-from mtl_bench.spec import SuiteData
+from mtl_bench.spec import Split, SuiteData
 from mtl_bench.summary import summarize
 from mtl_bench.tasks import SUITES
 from mtl_bench.training import TrainingDiverged
@@ -131,7 +131,7 @@ def load_suite(config: RunConfig, variant: tuple[tuple[str, Any], ...], seed: in
     return data
 
 
-def _cut_stream(split, n: int):
+def _cut_stream(split: Split, n: int) -> Split:
     """The first ``n`` training rows; for a log read in time blocks, the first rows of every block in proportion,
     so that a small slice keeps every period (and the missing labels of the latest ones)."""
     if not n or n >= len(split):
