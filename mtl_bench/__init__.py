@@ -1,4 +1,7 @@
-"""mtl-bench: does a multi-task model suffer negative transfer, and is it gradient conflict or forgetting?"""
+"""mtl-bench: does a multi-task model suffer negative transfer, and is it gradient conflict or forgetting?
+
+Importing the package imports no TensorFlow: the engine, models and tasks load it when they are imported.
+"""
 
 import os
 

@@ -20,13 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_bench import data as data_lib
+from mtl_bench.engine import data as data_lib
 from mtl_bench.config import RunConfig
 from mtl_bench.models import ARCHITECTURES
-from mtl_bench.probe import ConflictProbe, Lookahead
+from mtl_bench.measures.probe import ConflictProbe, Lookahead
 from mtl_bench.spec import SuiteData
 from mtl_bench.tasks import SUITES
-from mtl_bench.training import Trainer
+from mtl_bench.engine.training import Trainer
 
 LEARNING_RATE = 1e-3
 LOOKAHEAD_STEPS = 10  # the --lookahead-steps the bench times

@@ -251,8 +251,8 @@ def _run_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mtl_bench import runner
-    from mtl_bench.summary import format_table
+    from mtl_bench.experiments import grid as runner
+    from mtl_bench.analysis.summary import format_table
 
     progress = None if args.quiet else sys.stderr
     if args.resume:
@@ -300,7 +300,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mtl_bench.report import write_report
+    from mtl_bench.analysis.report import write_report
 
     # The sparse-dense and policy experiments keep their own summary tables; a sweep's points are runs.
     runs = []
@@ -316,7 +316,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     tasks, result, out = write_report(runs)
     if not result.cohorts.empty:
-        from mtl_bench.cohort_report import half_life_lines
+        from mtl_bench.analysis.cohorts import half_life_lines
 
         print("Cohort forgetting (held-out cohort vs control):")
         print(half_life_lines(result.cohorts) + "\n")
@@ -327,7 +327,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(result.table.to_string(index=False))
     print(f"\n{result.verdict}")
     if result.verdicts:
-        from mtl_bench.verdict import sentence
+        from mtl_bench.analysis.verdict import sentence
 
         print("\nVerdict (validation rows that never selected an epoch; 95% CIs over seeds):")
         for v in result.verdicts:
@@ -335,7 +335,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     written = ["report.md", "report.csv", "contrast.csv"] + (["verdict.json", "verdict.csv"] if result.verdicts else [])
     print("\nwritten: " + ", ".join(str(out / n) for n in written))
     if args.plots:
-        from mtl_bench.plots import write_plots
+        from mtl_bench.analysis.plots import write_plots
 
         written, notes = write_plots(runs, contrast_table=result.table, verdicts=result.verdicts)
         for note in notes:
@@ -388,10 +388,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from mtl_bench import calibrate
+    from mtl_bench.experiments import calibrate
 
     from mtl_bench import io
-    from mtl_bench.verdict import sentence
+    from mtl_bench.analysis.verdict import sentence
 
     table = calibrate.calibrate(draws=args.draws, seeds=args.seeds, out=args.out, jobs=args.jobs,
                                 progress=None if args.quiet else sys.stderr)

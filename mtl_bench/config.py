@@ -13,7 +13,7 @@ from mtl_bench.errors import UserInputError
 
 SINGLE_BASELINES = ("single_task", "same_arch")
 EXPERIMENTS = ("", "cohort", "sparse-dense", "policy")
-SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.training.SELECTIONS, without importing TensorFlow
+SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.engine.training.SELECTIONS, without importing TensorFlow
 
 
 @dataclasses.dataclass
@@ -28,7 +28,7 @@ class RunConfig:
             ``mtl_bench.models.ARCHITECTURES``); the single regime always uses
             ``single_task``.
         arch_params: Constructor arguments per architecture name.
-        regimes: Training regimes (keys of ``mtl_bench.regimes.REGIMES``).
+        regimes: Training regimes (keys of ``mtl_bench.engine.regimes.REGIMES``).
         orders: Task orders of the sequential regime; empty means every order for
             two tasks, and the suite order plus its reverse for more.
         seeds: Number of seeds; seed ``s`` runs ``first_seed + s``.
@@ -60,10 +60,10 @@ class RunConfig:
         epochs_per_day: Daily regime: passes over each later day's rows.
         experiment: ``""``, ``"cohort"`` (the cohort-forgetting experiment on
             the ``recsim`` suite; held-out cohort defaults: cohort 1 from the
-            first day after pre-training; see :func:`mtl_bench.runner.resolve`)
+            first day after pre-training; see :func:`mtl_bench.experiments.grid.resolve`)
             ``"sparse-dense"`` (a sweep of cohort experiments from embedding
-            to dense parameters; see :mod:`mtl_bench.sparse_dense`) or
-            ``"policy"`` (on-policy vs logged data; see :mod:`mtl_bench.policy`).
+            to dense parameters; see :mod:`mtl_bench.experiments.sparse_dense`) or
+            ``"policy"`` (on-policy vs logged data; see :mod:`mtl_bench.experiments.policy`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
         selection: How the single, joint and sequential regimes select the
@@ -114,7 +114,7 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Checks values that need no registry (names are checked by :func:`mtl_bench.runner.plan`)."""
+        """Checks values that need no registry (names are checked by :func:`mtl_bench.experiments.grid.plan`)."""
         positive = ("seeds", "epochs", "batch_size", "epochs_per_day")
         for name in positive:
             value = getattr(self, name)

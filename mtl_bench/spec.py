@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-import keras
 import numpy as np
 
 TaskKind = Literal["binary", "regression"]
@@ -39,10 +38,8 @@ CATEGORICAL = "categorical"
 
 # metric name -> True when higher is better.
 METRIC_DIRECTIONS: dict[str, bool] = {"auc": True, "logloss": False, "mse": False}
-LOSSES: dict[str, type[keras.losses.Loss]] = {
-    "binary_crossentropy": keras.losses.BinaryCrossentropy,
-    "mse": keras.losses.MeanSquaredError,
-}
+# loss name -> the keras.losses class that computes it (imported when a model is built, not with the spec).
+LOSSES: dict[str, str] = {"binary_crossentropy": "BinaryCrossentropy", "mse": "MeanSquaredError"}
 _DEFAULTS: dict[str, tuple[str, str]] = {
     "binary": ("binary_crossentropy", "auc"),
     "regression": ("mse", "mse"),
@@ -112,9 +109,11 @@ class Task:
         """Every metric reported for this task, headline first."""
         return ("auc", "logloss") if self.kind == "binary" else ("mse",)
 
-    def loss_fn(self) -> keras.losses.Loss:
+    def loss_fn(self) -> Any:
         """A fresh Keras loss object (mean over the batch)."""
-        return LOSSES[self.loss]()
+        import keras
+
+        return getattr(keras.losses, LOSSES[self.loss])()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

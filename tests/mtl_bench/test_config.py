@@ -41,6 +41,7 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 def test_selection_names_match_the_trainers():
-    from mtl_bench import config, training
+    from mtl_bench import config
+    from mtl_bench.engine import training
 
     assert config.SELECTIONS == training.SELECTIONS

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mtl_bench.engine import cells
 from mtl_bench.errors import UserInputError
 from mtl_bench.tasks import planted
 
@@ -98,8 +99,8 @@ def test_bad_parameters(kwargs, match):
 
 def _joint_probe(tmp_path, mechanism, seed=0):
     """The joint regime's probe records of one planted mechanism on its own model (one seed)."""
-    from mtl_bench import runner
-    from mtl_bench.calibrate import planted_config
+    from mtl_bench.experiments import grid as runner
+    from mtl_bench.experiments.calibrate import planted_config
 
     config = planted_config(seeds=1, first_seed=seed)
     config = type(config)(**{**config.to_dict(), "suite_params": {"mechanism": mechanism}, "regimes": ["joint"],
@@ -139,11 +140,11 @@ def test_delay_rounds_half_up():
 
 
 def test_a_small_training_slice_keeps_every_period():
-    from mtl_bench import runner
+    from mtl_bench.experiments import grid as runner
     from mtl_bench.config import RunConfig
 
     config = RunConfig(suite="planted", suite_params={"mechanism": "forgetting"}, max_train_rows=1024)
-    data = runner.load_suite(config, (("mechanism", "forgetting"),), 0)
+    data = cells.load_suite(config, (("mechanism", "forgetting"),), 0)
     blocks = data.train.meta["stream_block"]
     assert len(data.train) == 1024 and np.bincount(blocks).tolist() == [128] * 8  # 8192 rows, 8 periods
     assert np.isnan(data.train.labels["task1"]).sum() == 512  # the delayed half is still there

@@ -1,0 +1,3 @@
+"""Reading results: summaries, the report, the verdict, remedy tables, cohorts and figures.
+
+Importable without TensorFlow."""

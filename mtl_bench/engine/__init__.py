@@ -1,0 +1,1 @@
+"""The engine: data batches, the trainer, the training regimes, per-task metrics and one cell's run."""

@@ -1,0 +1,1 @@
+"""Experiments: the grid (mtl-bench run), cohort, sparse-dense, policy and calibration."""

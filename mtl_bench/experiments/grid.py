@@ -1,0 +1,501 @@
+"""A run: the grid of cells (suite variant × arch × regime × order × seed), executed and written to disk.
+
+Run directory layout (``runs/<run-id>/``):
+
+* ``config.toml``: the resolved :class:`~mtl_bench.config.RunConfig`;
+  ``mtl-bench run --config`` on it reproduces the run.
+* ``cells/<cell>.csv``: each finished cell's metric rows, committed before the next cell starts.
+* ``metrics.csv``: all cells' rows, long format.
+* ``summary.csv``: means, 95% CIs and transfer vs single-task (:mod:`mtl_bench.analysis.summary`).
+* ``manifest.json``: versions, seeds, notes, per-cell status and wall time, run status.
+
+Every file is written atomically; ``resume`` skips the cells already on disk.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import hashlib
+import inspect
+import itertools
+import multiprocessing
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+import mtl_bench
+from mtl_bench.engine import cells as cell_lib
+from mtl_bench import io
+from mtl_bench.config import RunConfig
+from mtl_bench.errors import UserInputError
+from mtl_bench.models import ARCHITECTURES
+from mtl_bench.engine.regimes import REGIMES, SINGLE_ARCH, Job, order_label, pretrain_last_day
+from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
+from mtl_bench.spec import SuiteData
+from mtl_bench.analysis.summary import summarize
+
+CELLS_DIR = "cells"
+UNIFORM_ROWS = 2000  # the cohort experiment's unbiased evaluation sample per day
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work, committed to disk as a whole."""
+
+    variant: tuple[tuple[str, Any], ...]  # the suite parameters of this variant, sorted
+    arch: str
+    regime: str
+    order: tuple[str, ...]
+    seed: int
+    remedy: str = BASELINE
+
+    @property
+    def key(self) -> str:
+        # The baseline adds nothing to the key, so runs from before remedies existed still resume.
+        remedy = [] if self.remedy == BASELINE else [self.remedy]
+        parts = [f"{k}={v}" for k, v in self.variant] + [self.arch, self.regime, *remedy, order_label(self.order), f"s{self.seed}"]
+        return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts).replace(">", "+"))
+
+    def describe(self) -> str:
+        variant = " ".join(f"{k}={v}" for k, v in self.variant)
+        remedy = "" if self.remedy == BASELINE else f" {self.remedy}"
+        return f"{variant} {self.arch} {self.regime}{remedy} {order_label(self.order)} seed={self.seed}".strip()
+
+
+@dataclasses.dataclass
+class Plan:
+    """The validated grid of a configuration."""
+
+    config: RunConfig
+    cells: list[Cell]
+    variant_columns: list[str]
+    notes: list[str]
+
+
+def _variants(config: RunConfig) -> list[tuple[tuple[str, Any], ...]]:
+    loader = cell_lib.suite_loader(config)
+    params = inspect.signature(loader).parameters
+    valid = sorted(p for p in params if p != "seed")
+    for name in config.suite_params:
+        if name not in valid:
+            raise UserInputError(f"suite {config.suite!r} has no parameter {name!r}; valid parameters: {valid}")
+    names = sorted(config.suite_params)
+    values = [v if isinstance(v, list) else [v] for v in (config.suite_params[n] for n in names)]
+    for name, vs in zip(names, values):
+        if not vs:
+            raise UserInputError(f"suite parameter {name!r} is an empty list")
+        if len({repr(v) for v in vs}) != len(vs) or len({str(v) for v in vs}) != len(vs):
+            raise UserInputError(f"suite parameter {name!r} lists a value twice. Received: {vs}")
+    return [tuple(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+def resolve(config: RunConfig) -> RunConfig:
+    """The configuration with the experiment's defaults filled in (what ``config.toml`` records).
+
+    ``experiment = "cohort"`` needs the ``recsim`` suite and the daily regime; it
+    holds out cohort 1 (whose drift the simulator then switches off; cohort 0,
+    which never drifts, is the control) from the first day after pre-training,
+    and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy impressions a
+    day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
+    ``uniform_rows_per_day``.
+    """
+    if config.suite == "planted":
+        from mtl_bench.tasks import planted
+
+        # The planted mechanisms are calibrated on the suite's own model (a one-unit linear bottleneck).
+        missing = {a: p for a, p in planted.ARCH_PARAMS.items() if a not in config.arch_params}
+        if missing:
+            config = dataclasses.replace(config, arch_params={**config.arch_params, **missing})
+    if config.experiment != "cohort":
+        return config
+    if config.suite != "recsim":
+        raise UserInputError(f"experiment 'cohort' needs the recsim suite. Received: suite={config.suite!r}")
+    if "daily" not in config.regimes:
+        raise UserInputError(f"experiment 'cohort' needs the daily regime (--regime daily). Received: regimes={config.regimes}")
+    from mtl_bench.tasks import recsim
+
+    params = dict(config.suite_params)
+    params.setdefault("holdout_cohort", 1)
+    params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
+    if "holdout_day" not in params:
+        lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
+        if any(isinstance(v, list) for v in lengths):
+            raise UserInputError("experiment 'cohort': set suite parameter holdout_day when days are swept")
+        days, validation, test = lengths
+        params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
+    return dataclasses.replace(config, suite_params=params)
+
+
+def _experiment_notes(config: RunConfig, notes: list[str]) -> None:
+    if config.experiment == "cohort" and set(config.regimes) - {"daily"}:
+        _note(notes, "experiment 'cohort': every regime trains without the held-out cohort's rows from the holdout "
+                     "day, in a world where that cohort's interests do not drift")
+
+
+def plan(config: RunConfig) -> Plan:
+    """Validates every name in ``config`` and expands the grid; loads each variant once to learn its tasks.
+
+    Raises:
+        UserInputError: For any unknown name or invalid value, before anything is written.
+    """
+    multi_task = sorted(set(ARCHITECTURES) - {SINGLE_ARCH})
+    for arch in config.archs:
+        if arch not in multi_task:
+            raise UserInputError(f"unknown multi-task architecture {arch!r}; valid architectures: {multi_task}")
+    for regime in config.regimes:
+        if regime not in REGIMES:
+            raise UserInputError(f"unknown regime {regime!r}; valid regimes: {sorted(REGIMES)}")
+    for arch in config.arch_params:
+        if arch not in ARCHITECTURES:
+            raise UserInputError(f"arch_params names unknown architecture {arch!r}; valid: {sorted(ARCHITECTURES)}")
+    for remedy in config.remedies:
+        if remedy not in REMEDIES:
+            raise UserInputError(f"unknown remedy {remedy!r}; valid remedies: {sorted(REMEDIES)}")
+    cells: list[Cell] = []
+    variant_columns: list[str] = []
+    notes: list[str] = []
+    for variant in _variants(config):
+        data = cell_lib.load_suite(config, variant, config.first_seed)
+        _check_arch_params(config, data)
+        if "daily" in config.regimes and "day" not in data.train.meta:
+            raise UserInputError(f"regime 'daily' needs a suite with days (recsim); suite {config.suite!r} has none")
+        if "daily" in config.regimes:
+            days = sorted(set(data.train.meta["day"].tolist()))
+            if days != list(range(days[0], days[-1] + 1)):
+                raise UserInputError(f"regime 'daily' needs every training day; max_train_rows left days {days}")
+        _experiment_notes(config, notes)
+        remedies = _remedies(config, data, notes)
+        for column in data.variant:
+            if column not in variant_columns:
+                variant_columns.append(column)
+        notes.extend(n for n in data.notes if n not in notes)
+        names = [t.name for t in data.tasks]
+        for order in config.orders:
+            if sorted(order) != sorted(names):
+                raise UserInputError(
+                    f"sequential order {list(order)} must list each task once; tasks: {names}"
+                )
+        for seed in config.seed_list:
+            for regime_name in sorted(config.regimes, key=list(REGIMES).index):
+                regime = REGIMES[regime_name]
+                archs = config.archs if regime.uses_arch or config.single_baseline == "same_arch" else [SINGLE_ARCH]
+                for remedy in remedies:
+                    if regime_name not in REMEDIES[remedy].regimes:
+                        continue
+                    for arch in archs:
+                        for order in regime.orders(names, config.orders):
+                            cells.append(Cell(variant, arch, regime_name, order, seed, remedy))
+    return Plan(config, cells, variant_columns, notes)
+
+
+def _remedies(config: RunConfig, data: SuiteData, notes: list[str]) -> list[str]:
+    """The remedies to run on one suite variant: the configured ones plus the baselines every comparison needs.
+
+    Checks ``task_weights`` names and each remedy's parameters (by building it) first.
+    """
+    names = [t.name for t in data.tasks]
+    unknown = sorted(set(config.task_weights) - set(names))
+    if unknown:
+        raise UserInputError(f"task_weights names unknown task(s) {unknown}; tasks: {names}")
+    for name, params in config.remedy_params.items():
+        if name not in REMEDIES:
+            raise UserInputError(f"remedy_params names unknown remedy {name!r}; valid remedies: {sorted(REMEDIES)}")
+        remedy = REMEDIES[name]
+        valid = remedy.parameters()
+        bad = sorted(set(params) - set(valid))
+        if bad:
+            raise UserInputError(f"remedy_params for {name!r}: unknown parameter(s) {bad}; valid: {valid}")
+        try:
+            remedy.build(params)
+        except (TypeError, ValueError) as err:
+            raise UserInputError(f"remedy_params for {name!r}: {str(err).splitlines()[0]}") from None
+    remedies = list(config.remedies)
+    if BASELINE not in remedies:
+        remedies.insert(0, BASELINE)
+        _note(notes, f"remedy {BASELINE!r} (the static-weight baseline) is always run")
+    joint_others = [r for r in remedies if r not in (BASELINE, EQUAL) and "joint" in REMEDIES[r].regimes]
+    if joint_others and "joint" in config.regimes and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
+        remedies.insert(1, EQUAL)
+        _note(notes, f"remedy {EQUAL!r} (the equal-weight baseline) is run because the static weights are not all 1")
+    anchored = [r for r in remedies if REMEDIES[r].aid and "joint" in REMEDIES[r].regimes]
+    if anchored and "joint" in config.regimes and config.epochs < 2:
+        _note(notes, f"with epochs={config.epochs}, {anchored} do nothing in the joint regime: they anchor to the "
+                     "model of the previous epoch, from the second epoch on")
+    return sorted(remedies, key=list(REMEDIES).index)
+
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
+    """Builds each architecture once so a bad constructor argument fails before the run starts."""
+    archs = set(config.archs) | ({SINGLE_ARCH} if "single" in config.regimes else set())
+    for arch in sorted(archs):
+        try:
+            cell_lib.check_arch(arch, data, config.arch_params.get(arch, {}))
+        except ValueError as err:
+            raise UserInputError(f"arch_params for {arch!r}: {err}") from None
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import sklearn
+
+    return {
+        "mtl_bench": mtl_bench.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "optuna": optuna.__version__,
+    }
+
+
+def new_run_id(config: RunConfig) -> str:
+    digest = hashlib.sha256(config.to_toml().encode()).hexdigest()[:6]
+    return f"{config.suite}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+class _Progress:
+    """A progress bar over cells: redrawn in place on a terminal, one line per cell otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+        self.tty = bool(stream and stream.isatty())
+
+    def update(self, text: str) -> None:
+        if not self.stream:
+            return
+        self.done += 1
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {text}"
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        if self.tty and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run(
+    config: RunConfig,
+    *,
+    out: str | Path | None = None,
+    runs_root: str | Path = "runs",
+    progress: TextIO | None = sys.stderr,
+    in_process: bool = False,
+) -> Path:
+    """Plans and executes a run into a new run directory.
+
+    Args:
+        config: The run configuration.
+        out: The run directory; default ``<runs_root>/<run-id>``. It must not exist
+            or be empty.
+        runs_root: Parent of generated run directories.
+        progress: Stream for the progress bar, or None.
+        in_process: Run cells in this process (with its TensorFlow thread
+            settings) instead of in ``config.jobs`` single-threaded worker
+            processes: for debugging; numbers may differ in the last digits.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        UserInputError: For invalid configuration (nothing is written then).
+    """
+    if config.experiment in ("sparse-dense", "policy"):
+        from mtl_bench.experiments import policy, sparse_dense
+
+        out_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise UserInputError(f"run directory {out_dir} exists and is not empty; use --resume {out_dir} or another --out")
+        if config.experiment == "policy":
+            return policy.run(config, out_dir, progress=progress)
+        return sparse_dense.run(config, out_dir, progress=progress, in_process=in_process)
+    config = resolve(config)
+    the_plan = plan(config)
+    run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserInputError(f"--out {run_dir} is a file, not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_text(run_dir / "config.toml", config.to_toml())
+    manifest = {
+        "run_id": run_dir.name,
+        "status": "running",
+        "reason": "",
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "seeds": config.seed_list,
+        "notes": the_plan.notes,
+        "variant_columns": the_plan.variant_columns,
+        "cells": {},
+    }
+    io.write_json(run_dir / "manifest.json", manifest)
+    return _execute(the_plan, run_dir, manifest, progress, in_process)
+
+
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
+    """Continues an interrupted run, skipping the cells already committed to disk."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.toml").is_file() and not (run_dir / "manifest.json").is_file():
+        config = RunConfig.from_toml(run_dir / "config.toml")
+        if config.experiment == "policy":
+            from mtl_bench.experiments import policy
+
+            return policy.run(config, run_dir, progress=progress)  # each arm is short: run again
+    if (run_dir / "config.toml").is_file() and (run_dir / "points.csv").is_file():
+        from mtl_bench.experiments import sparse_dense
+
+        return sparse_dense.run(RunConfig.from_toml(run_dir / "config.toml"), run_dir, progress=progress, in_process=in_process)
+    if not (run_dir / "config.toml").is_file() or not (run_dir / "manifest.json").is_file():
+        raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
+    config = resolve(RunConfig.from_toml(run_dir / "config.toml"))
+    manifest = io.read_json(run_dir / "manifest.json")
+    manifest["status"], manifest["reason"] = "running", ""
+    return _execute(plan(config), run_dir, manifest, progress, in_process)
+
+
+def _execute(
+    the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: TextIO | None, in_process: bool
+) -> Path:
+    config = the_plan.config
+    cells_dir = run_dir / CELLS_DIR
+    cells_dir.mkdir(exist_ok=True)
+    bar = _Progress(len(the_plan.cells), progress)
+    pending = []
+    for cell in the_plan.cells:
+        if _committed(cells_dir, cell):
+            # A worker may have committed a cell that an interrupted parent never recorded.
+            manifest["cells"].setdefault(cell.key, _committed_status(cells_dir, cell))
+            bar.update(f"{cell.describe()} (done before)")
+        else:
+            pending.append(cell)
+    start = time.perf_counter()
+
+    def record(cell: Cell, status: dict[str, Any]) -> None:
+        # Cell files are the committed results; the combined CSVs are rebuilt once, at the end.
+        manifest["cells"][cell.key] = status
+        io.write_json(run_dir / "manifest.json", manifest)
+        failed = "" if status["status"] == "complete" else " FAILED"
+        bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
+
+    jobs = min(config.jobs or len(os.sched_getaffinity(0)), max(len(pending), 1))
+    try:
+        if in_process:
+            tf.config.experimental.enable_op_determinism()
+            for cell in pending:
+                record(cell, _cell_worker(config, cell, cells_dir))
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=cell_lib.init_worker) as pool:
+                futures = {pool.submit(_cell_worker, config, cell, cells_dir): cell for cell in pending}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        record(futures[future], future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    except KeyboardInterrupt:
+        manifest["status"], manifest["reason"] = "interrupted", "interrupted by the user; continue with --resume"
+        _write_results(run_dir, the_plan)
+        io.write_json(run_dir / "manifest.json", manifest)
+        raise
+    except Exception as err:
+        manifest["status"], manifest["reason"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+        _write_results(run_dir, the_plan)
+        io.write_json(run_dir / "manifest.json", manifest)
+        raise
+    failed = [k for k, v in manifest["cells"].items() if v["status"] == "failed"]
+    manifest["status"] = "failed" if failed and len(failed) == len(manifest["cells"]) else "complete"
+    manifest["reason"] = f"{len(failed)} cell(s) failed: {failed}" if failed else ""
+    manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0.0) + time.perf_counter() - start, 3)
+    _write_results(run_dir, the_plan)
+    io.write_json(run_dir / "manifest.json", manifest)
+    return run_dir
+
+
+def _committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:
+    failed = cells_dir / f"{cell.key}.failed.json"
+    return io.read_json(failed) if failed.is_file() else {"status": "complete", "reason": "", "wall_seconds": None}
+
+
+def _committed(cells_dir: Path, cell: Cell) -> bool:
+    """A cell is done when its metrics file (written last) or its failure record exists."""
+    return (cells_dir / f"{cell.key}.metrics.csv").is_file() or (cells_dir / f"{cell.key}.failed.json").is_file()
+
+
+def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, Any]:
+    """Runs one cell (in this process or a worker) and commits its files; returns its manifest entry."""
+    data = cell_lib.cached_suite(config, cell.variant, cell.seed)
+    t0 = time.perf_counter()
+    status = _run_cell(config, cell, data, cells_dir)
+    status["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if status["status"] == "failed":
+        io.write_json(cells_dir / f"{cell.key}.failed.json", status)
+    return status
+
+
+def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, Any]:
+    job = cell_lib.job(config, data, cell.arch, seed=cell.seed, order=cell.order, name=cell.key, remedy=cell.remedy)
+    try:
+        result = cell_lib.train(cell.regime, job)
+    except cell_lib.CellFailed as err:
+        return {"status": "failed", "reason": str(err)}
+    head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
+            "remedy": cell.remedy, "order": order_label(cell.order), "seed": cell.seed}
+    # The metrics file is written last: its presence marks the cell as committed.
+    for stem, rows in sorted(result.frames().items(), key=lambda kv: kv[0] == "metrics"):
+        if not rows and stem != "metrics":
+            continue
+        frame = pd.DataFrame(rows)
+        for i, (column, value) in enumerate(head.items()):
+            frame.insert(i, column, value)
+        io.write_csv(cells_dir / f"{cell.key}.{stem}.csv", frame)
+    return {"status": "complete", "reason": ""}
+
+
+def read_cells(run_dir: str | Path, stem: str = "metrics") -> pd.DataFrame:
+    """One result table (``metrics``, ``probe`` or ``retention``) of all committed cells, by cell key."""
+    files = sorted((Path(run_dir) / CELLS_DIR).glob(f"*.{stem}.csv"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files], ignore_index=True)
+
+
+def _write_results(run_dir: Path, the_plan: Plan) -> None:
+    metrics = read_cells(run_dir, "metrics")
+    if metrics.empty:
+        return
+    io.write_csv(run_dir / "metrics.csv", metrics)
+    io.write_csv(run_dir / "summary.csv", summarize(metrics, the_plan.variant_columns))
+    for stem in ("probe", "retention", "daily"):
+        frame = read_cells(run_dir, stem)
+        if not frame.empty:
+            io.write_csv(run_dir / f"{stem}.csv", frame)
+            if stem == "daily":
+                io.write_csv(run_dir / "cohort_forgetting.csv", cohort_forgetting(frame, the_plan.variant_columns))
+
+
+def cohort_forgetting(daily: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
+    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, sample, cohort, heldout, task, auc``."""
+    rows = daily[(daily["metric"] == "auc") & (daily["cohort"].astype(str) != "all")]
+    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "sample", "cohort", "heldout", "task", "value"]
+    return rows[[c for c in keep if c in rows.columns]].rename(columns={"value": "auc"}).reset_index(drop=True)

@@ -1,0 +1,264 @@
+"""End-to-end runs on small slices: every suite × architecture × regime for one epoch."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from mtl_bench.experiments import grid as runner
+from mtl_bench.config import RunConfig
+from mtl_bench.errors import UserInputError
+from mtl_bench.engine.regimes import REGIMES
+from mtl_bench.analysis.summary import SUMMARY_STATS
+from mtl_bench.engine.training import TrainingDiverged
+
+ARCHS = ["shared_bottom", "mmoe", "omoe", "ple"]
+METRIC_COLUMNS = ["suite", "arch", "regime", "order", "seed", "phase", "epoch", "task", "split", "metric", "value"]
+
+
+def _small(**kw) -> RunConfig:
+    base = dict(
+        suite="synthetic",
+        suite_params={"correlation": 0.5, "train_rows": 512, "validation_rows": 256, "test_rows": 256},
+        archs=ARCHS,
+        seeds=1,
+        epochs=1,
+        batch_size=128,
+        jobs=1,
+        single_baseline="single_task",
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _run(config, **kw):
+    """In this process, so tests can patch regimes; the worker-pool path has its own test below."""
+    return runner.run(config, in_process=True, **kw)
+
+
+def _table(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "price": rng.normal(size=n),
+            "country": rng.choice(["de", "fr", "us"], n),
+            "clicked": rng.choice(["yes", "no"], n),
+            "dwell": rng.gamma(2.0, size=n),
+        }
+    )
+    frame.to_csv(tmp_path / "logs.csv", index=False)
+    spec = tmp_path / "logs.toml"
+    spec.write_text(
+        '[data]\npath = "logs.csv"\n[features]\nnumeric = ["price"]\ncategorical = ["country"]\n'
+        '[tasks.click]\nlabel = "clicked"\nkind = "binary"\npositive = ["yes"]\n'
+        '[tasks.dwell]\nlabel = "dwell"\nkind = "regression"\n'
+    )
+    return str(spec)
+
+
+def _check_run(run_dir, n_cells, regimes=("single", "joint", "sequential")):
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "complete", manifest["reason"]
+    assert len(manifest["cells"]) == n_cells
+    metrics = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False, na_values=[""])
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
+    final = metrics[metrics.stage == "final"]
+    assert set(final.split) == {"validation", "test"}
+    summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    assert set(SUMMARY_STATS) <= set(summary.columns)
+    multi = summary[(summary.arch != "single_task") & (summary.task != "all")]
+    assert multi["transfer"].notna().all()
+    assert set(summary.regime) == set(regimes)
+    assert (run_dir / "config.toml").is_file()
+    return metrics, summary
+
+
+def test_synthetic_every_arch_and_regime(tmp_path):
+    config = _small()
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    metrics, summary = _check_run(run_dir, 1 + len(ARCHS) * 3)
+    assert "correlation" in metrics.columns and "correlation" in summary.columns
+    seq = metrics[(metrics.regime == "sequential") & (metrics.stage == "final") & (metrics.split == "validation")]
+    # the accuracy matrix: every task evaluated after every phase, for each order
+    assert set(seq.order) == {"task1>task2", "task2>task1"}
+    assert len(seq.groupby(["arch", "order", "phase", "task"])) == len(ARCHS) * 2 * 2 * 2
+
+
+def test_census_every_arch_and_regime(tmp_path, census_dir):
+    config = _small(
+        suite="census-income",
+        suite_params={"group": "income", "data_dir": str(census_dir)},
+        max_train_rows=1000,
+        max_eval_rows=500,
+    )
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    metrics, _ = _check_run(run_dir, 1 + len(ARCHS) * 3)
+    assert set(metrics[metrics.metric == "auc"].task) == {"income", "marital"}
+    assert runner.io.read_json(run_dir / "manifest.json")["notes"], "the test-split-only note must be recorded"
+
+
+def test_table_every_arch_and_regime(tmp_path):
+    config = _small(suite="table", suite_params={"table": _table(tmp_path)})
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    metrics, _ = _check_run(run_dir, 1 + len(ARCHS) * 3)
+    assert set(metrics.task) == {"click", "dwell"}
+
+
+def test_same_seed_gives_identical_summary(tmp_path):
+    config = _small(archs=["mmoe"], regimes=["single", "joint"], epochs=2)
+    a = _run(config, out=tmp_path / "a", progress=None)
+    b = _run(config, out=tmp_path / "b", progress=None)
+    assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
+
+
+def test_config_toml_reproduces_the_run(tmp_path):
+    config = _small(archs=["shared_bottom"], regimes=["single", "joint"])
+    a = _run(config, out=tmp_path / "a", progress=None)
+    again = RunConfig.from_toml(a / "config.toml")
+    b = _run(again, out=tmp_path / "b", progress=None)
+    assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
+
+
+def test_resume_skips_finished_cells(tmp_path, monkeypatch):
+    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
+    joint = REGIMES["joint"]
+    original = joint.run
+    calls = []
+
+    def killed_on_second_joint(job):
+        calls.append(job.arch)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(job)
+
+    monkeypatch.setattr(joint, "run", killed_on_second_joint)
+    with pytest.raises(KeyboardInterrupt):
+        _run(config, out=tmp_path / "run", progress=None)
+    run_dir = tmp_path / "run"
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "interrupted"
+    done = sorted(os.listdir(run_dir / "cells"))
+    assert len([f for f in done if f.endswith(".metrics.csv")]) == 2  # single + first joint
+    mtimes = {f: os.stat(run_dir / "cells" / f).st_mtime_ns for f in done}
+    calls.clear()
+    runner.resume(run_dir, progress=None, in_process=True)
+    assert calls == ["mmoe"]  # only the cell in flight is redone
+    assert {f: os.stat(run_dir / "cells" / f).st_mtime_ns for f in done} == mtimes
+    _check_run(run_dir, 3, regimes=("single", "joint"))
+
+
+def test_diverged_cell_is_recorded_and_grid_continues(tmp_path, monkeypatch):
+    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
+    joint = REGIMES["joint"]
+    original = joint.run
+
+    def diverge_for_mmoe(job):
+        if job.arch == "mmoe":
+            raise TrainingDiverged("training loss of ['task1'] is not finite at epoch 1, step 3")
+        return original(job)
+
+    monkeypatch.setattr(joint, "run", diverge_for_mmoe)
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    failed = {k: v for k, v in manifest["cells"].items() if v["status"] == "failed"}
+    assert len(failed) == 1 and "not finite" in next(iter(failed.values()))["reason"]
+    assert manifest["status"] == "complete" and "1 cell(s) failed" in manifest["reason"]
+    assert len(manifest["cells"]) == 3
+
+
+def test_real_nan_loss_fails_the_cell(tmp_path):
+    config = _small(archs=["shared_bottom"], regimes=["joint"], learning_rate=1e12,
+                    suite_params={"correlation": 0.5, "train_rows": 512, "validation_rows": 256,
+                                  "test_rows": 256, "scale": 1e6})
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    cells = runner.io.read_json(run_dir / "manifest.json")["cells"]
+    assert [v["status"] for v in cells.values()] == ["failed"]
+
+
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        (dict(suite="nope"), "valid suites"),
+        (dict(archs=["transformer"]), "valid architectures"),
+        (dict(regimes=["joint", "multi"]), "valid regimes"),
+        (dict(suite_params={"corelation": 0.5}), "valid parameters"),
+        (dict(orders=[["task1", "task3"]]), "each task once"),
+        (dict(arch_params={"mmoe": {"num_experts": 0}}), "num_experts"),
+    ],
+)
+def test_bad_config_writes_nothing(tmp_path, kw, needle):
+    with pytest.raises(UserInputError, match=needle):
+        _run(_small(**kw), out=tmp_path / "run", progress=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_same_arch_baseline_compares_like_with_like(tmp_path):
+    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"], single_baseline="same_arch")
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    metrics = pd.read_csv(run_dir / "metrics.csv", keep_default_na=False, na_values=[""])
+    summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+    final = metrics[(metrics.stage == "final") & (metrics.split == "test") & (metrics.metric == "mse")]
+    assert set(final[final.regime == "single"].arch) == {"shared_bottom", "mmoe"}
+    for arch in ("shared_bottom", "mmoe"):
+        single = final[(final.regime == "single") & (final.arch == arch) & (final.task == "task1")].value.item()
+        joint = final[(final.regime == "joint") & (final.arch == arch) & (final.task == "task1")].value.item()
+        row = summary[(summary.regime == "joint") & (summary.arch == arch) & (summary.task == "task1")
+                      & (summary.split == "test") & (summary.metric == "mse")]
+        assert row.transfer.item() == pytest.approx(single - joint, abs=1e-9)  # mse: lower is better
+
+
+@pytest.mark.slow
+def test_worker_count_does_not_change_results(tmp_path):
+    config = _small(archs=["mmoe"], regimes=["single", "joint"], epochs=2, seeds=2)
+    a = runner.run(config, out=tmp_path / "a", progress=None)
+    config.jobs = 2
+    b = runner.run(config, out=tmp_path / "b", progress=None)
+    assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
+    assert (a / "probe.csv").read_text() == (b / "probe.csv").read_text()
+
+
+PROBE_COLUMNS = ["suite", "arch", "regime", "seed", "phase", "step", "task_i", "task_j", "group", "measure", "value"]
+RETENTION_COLUMNS = ["suite", "arch", "order", "seed", "phase", "task", "measure", "value"]
+
+
+def test_probe_records_without_changing_training(tmp_path):
+    config = _small(archs=["mmoe", "ple"], epochs=2, probe_every=2)
+    probed = _run(config, out=tmp_path / "probed", progress=None)
+    config.probe_every = 0
+    plain = _run(config, out=tmp_path / "plain", progress=None)
+    # The probe restores every weight it perturbs: training is bit-for-bit the same.
+    assert (probed / "metrics.csv").read_text() == (plain / "metrics.csv").read_text()
+    assert not (plain / "probe.csv").exists()
+    probe = pd.read_csv(probed / "probe.csv")
+    assert set(PROBE_COLUMNS) <= set(probe.columns)
+    assert set(probe.regime) == {"joint", "sequential"}  # single-task models share nothing
+    steps = sorted(set(probe[(probe.arch == "mmoe") & (probe.regime == "joint")].step))
+    assert steps == list(range(0, steps[-1] + 1, 2))  # every 2 global steps, from step 0
+    assert {"cosine", "conflict", "affinity", "gate_entropy"} <= set(probe.measure)
+    cos = probe[probe.measure == "cosine"].value
+    assert ((cos >= -1 - 1e-6) & (cos <= 1 + 1e-6)).all()
+    retention = pd.read_csv(probed / "retention.csv")
+    assert set(RETENTION_COLUMNS) <= set(retention.columns)
+    assert set(retention.regime) == {"sequential"}
+    assert {"forgetting_mse", "retention_mse", "backward_transfer_mse", "output_drift", "principal_angle"} <= set(
+        retention.measure
+    )
+
+
+@pytest.mark.slow
+def test_unrelated_tasks_forget_more_than_identical_tasks(tmp_path):
+    # Linear tasks (no sines): p = 1 makes the two tasks the same task, p = 0 makes them unrelated.
+    config = _small(
+        suite_params={"correlation": [0.0, 1.0], "num_sines": 0, "train_rows": 2000, "validation_rows": 500,
+                      "test_rows": 256},
+        archs=["mmoe"], regimes=["sequential"], seeds=3, epochs=8, probe_every=0,
+    )
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    r = pd.read_csv(run_dir / "retention.csv")
+    forgetting = r[(r.measure == "forgetting_mse") & (r.task != "(mean)")].groupby("correlation").value.mean()
+    assert forgetting[0.0] > 0
+    assert forgetting[0.0] > 1.5 * forgetting[1.0]

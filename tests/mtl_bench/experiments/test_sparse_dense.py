@@ -1,0 +1,81 @@
+"""The sparse-dense sweep: parameter matching by formula and a tiny end-to-end sweep."""
+
+import pandas as pd
+import pytest
+
+from mtl_bench import cli
+
+from mtl_bench.experiments import grid as runner, sparse_dense
+from mtl_bench.config import RunConfig
+from mtl_bench.tasks import recsim
+
+TINY = {"users": 150, "items": 60, "categories": 5, "days": 5, "impressions_per_day": 600}
+
+
+def _config(**kw) -> RunConfig:
+    base = dict(suite="recsim", suite_params=dict(TINY), archs=["mmoe"], seeds=1, epochs=1, batch_size=128,
+                probe_every=2, jobs=1, experiment="sparse-dense")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_points_keep_the_total_and_move_parameters_into_the_dense_layers():
+    data = recsim.load(seed=0, **TINY)
+    config = _config(archs=["shared_bottom", "mmoe", "ple"])
+    points = sparse_dense.matched_points(config, data, dims=(16, 8, 2))
+    vocab = sum(data.features.vocabulary_sizes)
+    for arch, group in points.groupby("arch"):
+        group = group.set_index("embedding_dim")
+        # Embedding tables hold one row of width e per id of every categorical column.
+        assert (group["params_embedding"] == vocab * group.index).all()
+        reference = group.loc[16, "params_total"]
+        assert (abs(group["params_total"] - reference) <= 0.02 * reference).all(), arch
+        assert group.loc[2, "dense_share"] > group.loc[8, "dense_share"] > group.loc[16, "dense_share"]
+        assert group.loc[2, "width"] > group.loc[16, "width"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setattr(sparse_dense, "EMBEDDING_DIMS", (8, 2))
+    out = tmp_path_factory.mktemp("sd") / "exp"
+    return runner.run(_config(), out=out, in_process=True, progress=None)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_sweep_writes_one_run_per_point_and_the_table(sweep):
+    assert sorted(p.name for p in (sweep / "points").iterdir()) == ["embedding_dim=2", "embedding_dim=8"]
+    table = pd.read_csv(sweep / "sparse_dense.csv")
+    assert len(table) == 2 and set(table["arch"]) == {"mmoe"}
+    for column in ("dense_share", "delta_m", "conflict_rate_embedding", "conflict_rate_dense", "forgetting"):
+        assert column in table.columns
+    assert table["delta_m"].notna().all() and table["conflict_rate_dense"].notna().all()
+    row = table.set_index("embedding_dim").loc[8]
+    assert row["forgetting"] == pytest.approx(row["control_lift_change"] - row["heldout_lift_change"])
+    config = RunConfig.from_toml(sweep / "points" / "embedding_dim=2" / "config.toml")
+    assert config.arch_params["mmoe"]["embedding_dim"] == 2 and config.experiment == "cohort"
+    assert "too few points" in (sweep / "sparse_dense.md").read_text()
+
+
+def test_resume_reuses_the_points(sweep):
+    before = (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text()
+    assert runner.resume(sweep, in_process=True, progress=None) == sweep
+    assert (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text() == before
+
+
+def test_sparse_dense_needs_recsim(tmp_path, capsys):
+    code = cli.main(["run", "--suite", "synthetic", "--experiment", "sparse-dense", "--out", str(tmp_path / "x")])
+    assert code == 2 and "needs the recsim suite" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_report_on_the_sweep_prints_it_and_reports_its_points(sweep, capsys):
+    assert cli.main(["report", str(sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "# Sparse isolation vs dense scaling" in printed and "Cohort forgetting" in printed
+    assert (sweep / "points" / "embedding_dim=2" / "report.md").is_file()
