@@ -66,7 +66,7 @@ from mtl_bench.measures.catalog import BY_NAME, CONFLICT, FORGETTING, MEASURES, 
 from mtl_bench.engine.metrics import mean_ci, median_ci, relative_transfer
 from mtl_bench.remedies import REMEDIES
 from mtl_bench.schema import ALL, BASELINE, EQUAL, SPLIT
-from mtl_bench.analysis.summary import headline_metric, per_seed_transfer
+from mtl_bench.analysis.summary import headline_metric, merge_on, per_seed_transfer, variant_label
 
 BASELINES = (BASELINE, EQUAL)
 # The per-cell measures: every catalog measure read from probe.csv or retention.csv (the derived ones are unit-level).
@@ -110,7 +110,7 @@ def _per_cell(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFram
         if values is None:
             cells[m.name] = np.nan
         else:
-            cells = cells.merge(values, on=[*keys, "remedy"], how="left")
+            cells = merge_on(cells, values, [*keys, "remedy"])
     return cells
 
 
@@ -206,7 +206,7 @@ def _scopes(cells: pd.DataFrame, variant_columns: Sequence[str]):
             continue
         for key, sub in variants:
             key = key if isinstance(key, tuple) else (key,)
-            yield (regime, " ".join(f"{c}={v}" for c, v in zip(present, key))), sub
+            yield (regime, variant_label(dict(zip(present, key)), present)), sub
 
 
 def _target(family: str, regime: str) -> str | None:

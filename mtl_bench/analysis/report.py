@@ -40,7 +40,7 @@ from mtl_bench.measures.catalog import MEASURES, Measure
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import METRIC_DIRECTIONS
 from mtl_bench.schema import BASELINE, SPLIT
-from mtl_bench.analysis.summary import headline_metric, per_seed_transfer, with_remedy
+from mtl_bench.analysis.summary import headline_metric, merge_on, per_seed_transfer, with_remedy
 
 BOOTSTRAP = 2000
 CONTRAST_COLUMNS = ["measure", "explanation", "expected_sign", "n", "spearman", "ci_low", "ci_high", "support"]
@@ -100,7 +100,7 @@ def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFra
         if m.source == "derived":
             continue
         values = _measure(m, probe, retention, unit, headline)
-        table = table.merge(values, on=unit, how="left") if values is not None else table.assign(**{m.name: np.nan})
+        table = merge_on(table, values, unit) if values is not None else table.assign(**{m.name: np.nan})
     return _derived(table, probe, unit).reset_index(drop=True)
 
 
@@ -137,9 +137,9 @@ def _derived(table: pd.DataFrame, probe: pd.DataFrame, unit: list[str]) -> pd.Da
         return table
     # The joint cells' windows, and the same task's single-task cells' windows: the floor.
     joint, single = (_window_rises(probe[probe["regime"] == r], unit) for r in ("joint", "single"))
-    table = table.drop(columns=windows).merge(joint, on=unit, how="left")
+    table = merge_on(table.drop(columns=windows), joint, unit)
     floor = single.drop(columns="presence_rise").rename(columns={"absence_damage": "absence_floor"})
-    same_arch = table.merge(floor, on=unit, how="left")["absence_floor"]
+    same_arch = merge_on(table, floor, unit)["absence_floor"]
     # A one-tower single-task baseline (single_baseline = "single_task") has no probe: no floor then.
     table["absence_floor"] = same_arch.to_numpy()
     return table

@@ -29,6 +29,23 @@ def with_remedy(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def variant_label(key: dict, variant_columns: Sequence[str]) -> str:
+    """``"name=value ..."`` of one suite variant; columns this variant's run does not have are left out
+    (None, or NaN once several runs' rows are pooled)."""
+    present = lambda v: v is not None and not (isinstance(v, float) and np.isnan(v))  # noqa: E731
+    return " ".join(f"{c}={key[c]}" for c in variant_columns if c in key and present(key[c]))
+
+
+def merge_on(left: pd.DataFrame, right: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A left merge on ``keys`` with ``right``'s keys in ``left``'s dtypes.
+
+    A variant column that one of several runs lacks is all-null in that run's rows, and a groupby over
+    those rows alone turns it into a float column, which pandas refuses to merge with the object column.
+    """
+    dtypes = {k: left[k].dtype for k in keys if k in right and right[k].dtype != left[k].dtype}
+    return left.merge(right.astype(dtypes), on=keys, how="left")
+
+
 def final_results(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
     """Rows of each cell's final evaluation after its last phase."""
     metrics = with_remedy(metrics)

@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mtl_bench.analysis.summary import variant_label
 from mtl_bench.engine.metrics import mean_ci
 
 TRANSFER = "log_transfer"  # 100 · ln(multi / single), sign-corrected: log points, ≈ percent for small effects
@@ -258,7 +259,7 @@ def verdicts(units: pd.DataFrame, variant_columns: Sequence[str], remedies: pd.D
 
 def _scope(key: dict[str, Any], variant_columns: Sequence[str]) -> str:
     """The remedy table's ``variant`` value of one variant (see :mod:`mtl_bench.analysis.remedies`)."""
-    return " ".join(f"{c}={key[c]}" for c in variant_columns if c in key)
+    return variant_label(key, variant_columns)
 
 
 def _interventions(remedies: pd.DataFrame | None, scope: str) -> list[dict[str, Any]]:
@@ -295,7 +296,7 @@ def to_json(value: Any) -> Any:
 
 def sentence(entry: dict[str, Any], variant_columns: Sequence[str]) -> str:
     """One line a user can act on, for one variant's verdict."""
-    where = " ".join(f"{c}={entry[c]}" for c in variant_columns if c in entry and entry[c] is not None)
+    where = variant_label(entry, variant_columns)
     head = f"{entry['suite']} {where} {entry['arch']}".replace("  ", " ")
     parts = []
     for task, v in entry["tasks"].items():

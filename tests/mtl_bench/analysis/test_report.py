@@ -159,3 +159,34 @@ def test_derived_measures_against_hand_computation():
     # A floor below FLOOR_MIN is noise: no ratio rather than an inflated one.
     noisy = report._derived(units.assign(cosine_floor=[0.9, 0.01]), probe, ["run", "suite", "arch", "seed", "task"])
     assert noisy["conflict_ratio"].isna().all()
+
+
+def test_report_pools_runs_with_different_variant_columns(tmp_path, capsys):
+    """A bug report: `report` on a synthetic run (variant column `correlation`) and a planted run (`mechanism`)
+    failed with pandas' "merge on object and float64 columns", because a measure present in one run only
+    (here the synthetic run's sequential measures) came out of a groupby with the other run's string column
+    as float; and verdicts named the other run's column as "mechanism=nan"."""
+    small = {"train_rows": 512, "validation_rows": 256, "test_rows": 256}
+    common = dict(archs=["shared_bottom"], seeds=1, epochs=2, batch_size=128, probe_every=2)
+    synthetic = runner.run(RunConfig(suite="synthetic", suite_params={"correlation": 0.5, **small}, **common),
+                           out=tmp_path / "synthetic", progress=None, in_process=True)
+    # No sequential regime in the planted run: its rows have no retention measures, the synthetic run's do.
+    planted = runner.run(RunConfig(suite="planted", suite_params={"mechanism": "forgetting", **small},
+                                   regimes=["single", "joint"], **common),
+                         out=tmp_path / "planted", progress=None, in_process=True)
+    assert cli.main(["report", str(synthetic), str(planted)]) == 0
+    out = capsys.readouterr().out
+    tasks = pd.read_csv(synthetic / "report.csv")
+    assert sorted(tasks.groupby("suite").size().items()) == [("planted", 2), ("synthetic", 2)]
+    # The planted run's window measures reach its rows; the synthetic run has every label in every batch.
+    assert tasks[tasks["suite"] == "planted"]["absence_damage"].notna().any()
+    assert tasks[tasks["suite"] == "synthetic"]["absence_damage"].isna().all()
+    # Each verdict names only its own run's variant column.
+    verdicts = json.loads((synthetic / "verdict.json").read_text())
+    assert sorted(v["suite"] for v in verdicts) == ["planted", "synthetic"]
+    lines = [line for line in out.splitlines() if line.startswith("- ")]
+    heads = sorted(line.split(":")[0] for line in lines)
+    sizes = "train_rows=512 validation_rows=256 test_rows=256"
+    # Variant columns in the order the runs first name them: correlation, the sizes, then mechanism.
+    assert heads == [f"- planted {sizes} mechanism=forgetting shared_bottom",
+                     f"- synthetic correlation=0.5 {sizes} shared_bottom"], heads
