@@ -370,6 +370,7 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         "",
         _markdown(tasks),
         "",
+        *_legend(tasks),
         "## Contrast: which measures predict negative transfer",
         "",
         _markdown(result.table),
@@ -413,7 +414,7 @@ def verdict_lines(result: Contrast) -> list[str]:
     """The report's opening: one sentence per suite variant × architecture, then how it was decided."""
     if not result.verdicts:
         return []
-    lines = ["## Verdict", ""]
+    lines = [*verdict_lib.answer(result.verdicts, result.variant_columns), "## Verdict", ""]
     lines += [f"- {verdict_lib.sentence(v, result.variant_columns)}" for v in result.verdicts]
     lines += ["", "Read on the validation rows that never selected an epoch (joint regime vs the same architecture "
               "trained single-task, same seeds). Negative transfer: a 95% t-interval over seeds of `log_transfer` "
@@ -424,6 +425,18 @@ def verdict_lines(result: Contrast) -> list[str]:
               f"does over the same windows (`absence_damage` - `absence_floor` above {verdict_lib.FORGETTING_RISE:g}). "
               "`verdict.json` holds the evidence, each reading and the power.", ""]
     return lines
+
+
+def _legend(tasks: pd.DataFrame) -> list[str]:
+    """What each measure column of the per-task table means (from the measure catalog)."""
+    rows = [f"- `{m.name}` ({m.family}): {m.text}" for m in MEASURES if m.name in tasks.columns and m.text]
+    if not rows:
+        return []
+    head = ("Columns: `transfer` is the joint minus the single-task headline metric (sign-corrected, negative = "
+            "worse) with its 95% interval over seeds; `n` the seeds. Measures are means over seeds, each marked "
+            "with the explanation it speaks for; the verdict reads only `conflict_ratio` and `absence_damage` "
+            "minus `absence_floor`, the others are evidence:")
+    return [head, "", *rows, ""]
 
 
 def _markdown(frame: pd.DataFrame) -> str:

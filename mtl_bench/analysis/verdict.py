@@ -304,12 +304,108 @@ def sentence(entry: dict[str, Any], variant_columns: Sequence[str]) -> str:
         ci = f"{t['mean']:+.1f} [{t['ci_low']:+.1f}, {t['ci_high']:+.1f}]" if np.isfinite(t["ci_low"]) else f"{t['mean']:+.1f}"
         text = f"{task}: negative transfer {v['negative_transfer']} ({ci} log points vs single-task, {v['power']['seeds']} seeds)"
         if v["negative_transfer"] == "yes":
-            text += f", explained by {v['explanation']}"
+            text += f", explained by {v['explanation']}" if v["explanation"] != "undetermined" else ", explanation undetermined"
             unclear = [k for k, r in v["readings"].items() if r == "unclear"]
             if unclear and v["explanation"] not in ("undetermined",):
                 text += f" ({' and '.join(unclear)} unclear)"
         parts.append(text)
     return f"{head}: negative transfer {entry['negative_transfer']}, explanation {entry['explanation']}. " + "; ".join(parts) + "."
+
+
+CONFLICT_REMEDIES = "pcgrad,gradvac,cagrad"
+FORGETTING_REMEDIES = "distill,kl-anchor"  # the anchors that act in the joint regime (replay: sequential only)
+
+
+def _percent(log_points: float) -> str:
+    """A log-point transfer as the percent change of the metric's error-like scale (``-10`` → about ``10%`` worse)."""
+    change = 100 * (1 - math.exp(-abs(log_points) / 100))
+    return f"about {change:.0f}% {'worse' if log_points < 0 else 'better'} than single-task"
+
+
+def _why(v: dict[str, Any]) -> str:
+    """The readings behind an explanation, in words."""
+    r, ev = v["readings"], v["evidence"]
+    if r["conflict"] == "yes":
+        conflict = "the tasks' noise-free gradient cosine is below -0.1 (gradient conflict)"
+    elif r["conflict"] == "no":
+        conflict = "the noise-free gradient cosine rules conflict out"
+    elif ev["conflict_ratio"]["n"] == 0:
+        conflict = "conflict unclear (the gradients are mostly noise at the probe: no noise-free cosine)"
+    else:
+        conflict = "conflict unclear (the noise-free cosine's interval straddles -0.1)"
+    forgetting = {
+        "yes": "its loss rises over stretches without its labels beyond its single-task model's (forgetting)",
+        "no": "its loss over stretches without its labels rules forgetting out",
+        "not measurable": "forgetting not measurable (every batch held its labels)",
+        "unclear": "forgetting unclear (the excess loss rise's interval straddles the threshold)",
+    }[r["forgetting"]]
+    return f"{conflict}; {forgetting}"
+
+
+def answer(entries: Sequence[dict[str, Any]], variant_columns: Sequence[str]) -> list[str]:
+    """The report's opening in words a user can act on: where negative transfer is, how large, why, what next.
+
+    Markdown lines. Every number is the verdict's (validation outcome rows, joint regime against the same
+    architecture trained single-task, 95% t-interval over seeds).
+    """
+    units = [(e, task, v) for e in entries for task, v in e["tasks"].items()]
+    if not units:
+        return []
+    where = lambda e: f"{e['arch']} on {e['suite']} {variant_label(e, variant_columns)}".rstrip()  # noqa: E731
+    found = [(e, t, v) for e, t, v in units if v["negative_transfer"] == "yes"]
+    ruled_out = [(e, t, v) for e, t, v in units if v["negative_transfer"] == "no"]
+    open_ = [(e, t, v) for e, t, v in units if v["negative_transfer"] == "undetermined"]
+    lines = ["## Answer", "",
+             f"Negative transfer of each task under each architecture ({len(units)} task units; joint regime "
+             "against the same architecture trained single-task on the same seeds; validation rows that never "
+             "selected an epoch; 95% interval over seeds; in log points, 100·ln of the joint over the single-task "
+             "metric, negative = worse):", ""]
+    for e, task, v in found:
+        t = v["transfer"]
+        lines.append(f"- **{task} under {where(e)}: negative transfer** of {t['mean']:+.1f} log points "
+                     f"({_percent(t['mean'])}), 95% CI [{t['ci_low']:+.1f}, {t['ci_high']:+.1f}], "
+                     f"{v['power']['seeds']} seeds. Explanation: **{v['explanation']}**: {_why(v)}.")
+    if ruled_out:
+        names = ", ".join(f"{t} under {where(e)}" for e, t, _ in ruled_out)
+        lines.append(f"- No negative transfer larger than {TOLERANCE:g} log points for {len(ruled_out)} of "
+                     f"{len(units)}: {names}.")
+    if open_:
+        seeds = [v["power"]["seeds_for_10_points"] for _, _, v in open_]
+        lines.append(f"- **Undetermined** for {len(open_)} of {len(units)}: their intervals hold both 0 and "
+                     f"-{TOLERANCE:g} log points (or fewer than {MIN_SEEDS} seeds). With the spread seen, "
+                     f"{max(seeds)} seeds per configuration would detect a {TARGET_EFFECT:g}-point effect with "
+                     f"{POWER:.0%} power in every one of them (median {int(np.median(seeds))}).")
+    lines += ["", "What to try next:", ""]
+    nexts = []
+    for e in entries:
+        for i in e.get("interventions", []):
+            if i["reduces_negative_transfer"]:
+                nexts.append(f"- {i['remedy']} ({i['family']} remedy) reduced negative transfer for {where(e)} in the "
+                             f"{i['regime']} regime (median Δm change {i['median_delta_m_change']:+.2f}, 95% CI "
+                             f"{i['ci_low']:+.2f} to {i['ci_high']:+.2f}, against {i['baseline']}).")
+    explained = {v["explanation"] for _, _, v in found}
+    if explained & {"conflict", "both"}:
+        nexts.append(f"- Conflict is named: compare the conflict remedies, `--remedy {CONFLICT_REMEDIES}`, and "
+                     "read their rows in the remedy table.")
+    if explained & {"forgetting", "both"}:
+        nexts.append(f"- Forgetting is named: compare the forgetting remedies, `--remedy {FORGETTING_REMEDIES}` "
+                     "(and `replay` in the sequential regime).")
+    if explained & {"undetermined"}:
+        nexts.append("- The explanation is undetermined: test both families directly, `--remedy "
+                     f"{CONFLICT_REMEDIES.split(',')[0]},{FORGETTING_REMEDIES.split(',')[-1]}`, with more seeds; "
+                     "a remedy that removes the negative transfer is evidence for its mechanism.")
+    if explained & {"neither"}:
+        nexts.append("- Neither mechanism explains it: look at the architecture (expert and gate capacity) and "
+                     "the task weights (`mtl-bench tune`).")
+    if open_:
+        seeds = sorted(v["power"]["seeds_for_10_points"] for _, _, v in open_)
+        median, most = int(np.median(seeds)), seeds[-1]
+        nexts.append(f"- Decide the undetermined ones with more seeds: `--seeds {median}` settles half of them "
+                     f"(the noisiest needs {most}); seeds are independent data draws, and the verdict needs at least "
+                     f"{MIN_SEEDS}.")
+    if not found and not open_:
+        nexts.append("- Nothing to fix: no task loses more than the tolerance by training jointly.")
+    return lines + (nexts or ["- (no suggestion)"]) + [""]
 
 
 def frame(entries: Sequence[dict[str, Any]], variant_columns: Sequence[str]) -> pd.DataFrame:

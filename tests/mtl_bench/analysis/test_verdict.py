@@ -131,3 +131,39 @@ def test_contrast_false_claim_rate_under_the_null():
         text = report.contrast(units, seed=int(rng.integers(1 << 30)), n_boot=300).verdict
         claims += "predicts negative transfer better" in text
     assert stats.binom.sf(claims - 1, reps, 0.05) > 0.01, f"{claims} false claims in {reps} null tables"
+
+
+def _task(negative, mean, lo, hi, explanation="neither", conflict="no", forgetting="no", need=3, ratio_n=5):
+    return {"negative_transfer": negative, "transfer": {"mean": mean, "ci_low": lo, "ci_high": hi, "n": 5},
+            "explanation": explanation, "readings": {"conflict": conflict, "forgetting": forgetting},
+            "evidence": {"conflict_ratio": {"n": ratio_n}}, "power": {"seeds": 5, "seeds_for_10_points": need}}
+
+
+def test_answer_says_where_how_large_why_and_what_next():
+    entries = [
+        {"suite": "s", "v": 1, "arch": "mmoe", "tasks": {
+            "a": _task("yes", -20.0, -30.0, -10.0, "conflict", conflict="yes"),
+            "b": _task("no", 1.0, -5.0, 7.0)},
+         "interventions": [{"regime": "joint", "remedy": "pcgrad", "family": "conflict", "baseline": "none",
+                            "median_delta_m_change": 3.0, "ci_low": 1.0, "ci_high": 5.0,
+                            "reduces_negative_transfer": True}]},
+        {"suite": "s", "v": 2, "arch": "ple", "tasks": {
+            "a": _task("undetermined", -2.0, -40.0, 36.0, need=9),
+            "b": _task("undetermined", 0.0, -20.0, 20.0, need=20)}, "interventions": []},
+    ]
+    text = "\n".join(verdict.answer(entries, ["v"]))
+    # -20 log points: 1 - exp(-0.2) = 18.1% worse.
+    assert ("**a under mmoe on s v=1: negative transfer** of -20.0 log points (about 18% worse than "
+            "single-task), 95% CI [-30.0, -10.0], 5 seeds. Explanation: **conflict**") in text
+    assert "No negative transfer larger than 10 log points for 1 of 4: b under mmoe on s v=1." in text
+    assert "**Undetermined** for 2 of 4" in text and "20 seeds per configuration" in text
+    assert "pcgrad (conflict remedy) reduced negative transfer for mmoe on s v=1 in the joint regime" in text
+    assert "`--remedy pcgrad,gradvac,cagrad`" in text
+    # Median of (9, 20) is 14.5 -> 14; the noisiest needs 20.
+    assert "`--seeds 14` settles half of them (the noisiest needs 20)" in text
+
+
+def test_answer_without_negative_transfer_says_nothing_to_fix():
+    entries = [{"suite": "s", "arch": "mmoe", "tasks": {"a": _task("no", 2.0, -1.0, 5.0)}, "interventions": []}]
+    text = "\n".join(verdict.answer(entries, []))
+    assert "Nothing to fix" in text and "Undetermined" not in text
