@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import json
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mtl_bench.errors import UserInputError
+
+LOCK_FILE = ".lock"
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -53,4 +62,39 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The JSON document in ``path``.
+
+    Raises:
+        UserInputError: The file is not valid JSON (truncated or edited by hand), in one line.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path} is not valid JSON (corrupt or truncated?): {err}") from None
+
+
+@contextlib.contextmanager
+def locked(directory: str | Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``directory`` for the block: a second process that asks for it is refused.
+
+    The lock is an ``flock`` on ``<directory>/.lock``, which holds the holder's host, pid and start
+    time; the kernel releases it when the holder exits, however it exits, so a killed run never
+    leaves a stale lock behind.
+
+    Raises:
+        UserInputError: Another process holds the lock (the message says which).
+    """
+    path = Path(directory) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise UserInputError(f"run directory {directory} is in use by {holder}; wait for it to finish") from None
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

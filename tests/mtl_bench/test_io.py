@@ -43,3 +43,26 @@ def test_written_files_get_the_mode_a_plain_write_would(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == expected
     assert (tmp_path / "b.png").stat().st_mode & 0o777 == expected
     assert os.umask(old) == old  # the umask is left as it was
+
+
+def test_a_locked_directory_refuses_a_second_holder(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mtl_bench.errors import UserInputError
+
+    with io.locked(tmp_path):
+        # Another process (flock locks belong to open files, so a second open in this process would also
+        # conflict; a subprocess is what a second `mtl-bench run --resume` is).
+        code = ("import sys; from mtl_bench import io\n"
+                "try:\n    io.locked(sys.argv[1]).__enter__()\n"
+                "except Exception as e:\n    print(type(e).__name__, e); sys.exit(2)\n")
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert done.returncode == 2
+        assert done.stdout.startswith("UserInputError run directory") and f"pid {os.getpid()}" in done.stdout
+    with io.locked(tmp_path):  # released on exit
+        pass
+    with pytest.raises(UserInputError, match="not valid JSON"):
+        (tmp_path / "m.json").write_text('{"status": "runn')
+        io.read_json(tmp_path / "m.json")

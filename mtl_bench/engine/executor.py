@@ -1,0 +1,180 @@
+"""Runs independent work items in worker processes, so that stopping a run stops it.
+
+The local executor of every experiment that runs cells:
+
+* **Ctrl-C and SIGTERM** (what ``kill``, ``timeout`` and job schedulers send) stop the run within
+  seconds: queued items are cancelled, running workers are terminated (their item's files are never
+  half-committed: every file is written atomically and the item's last file marks it done), and
+  :class:`KeyboardInterrupt` reaches the caller, which records what finished.
+* **Workers die with their parent**, even when the parent is killed with ``kill -9``: each worker
+  asks Linux to send it SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), and ignores SIGINT
+  (a Ctrl-C reaches the whole process group; the parent alone decides what stops).
+* **A killed worker** (out of memory, ``kill``) breaks a ``ProcessPoolExecutor``; the unfinished
+  items are then run again in a fresh pool, and after :data:`MAX_POOL_BREAKS` broken pools the
+  remaining items are reported failed with the reason instead of ending the run with a traceback.
+* **Memory**: a worker is replaced after :data:`TASKS_PER_WORKER` items, so whatever TensorFlow
+  keeps from one item to the next cannot grow without bound.
+
+Results do not depend on the number of workers or on restarts: an item is a pure function of its
+arguments.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+MAX_POOL_BREAKS = 3
+TASKS_PER_WORKER = 25
+TERMINATE_GRACE_SECONDS = 5.0
+_PR_SET_PDEATHSIG = 1
+
+WORKER_DIED = "the worker process running it died (killed, or out of memory)"
+
+
+def default_jobs() -> int:
+    """Worker processes when the user sets none: one per core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
+
+
+def _worker_start(initializer: Callable[[], None] | None) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if initializer is not None:
+        initializer()
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` in the main thread, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Defers Ctrl-C and SIGTERM for a short block that must finish (recording what is done)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if received:
+            raise KeyboardInterrupt(f"signal {signal.Signals(received[0]).name}")
+
+
+def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancels queued items and stops running workers now (SIGTERM, then SIGKILL after a grace period)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        with contextlib.suppress(Exception):
+            p.terminate()
+    for p in processes:
+        with contextlib.suppress(Exception):
+            p.join(TERMINATE_GRACE_SECONDS)
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+
+
+def run(
+    fn: Callable[[Any], Any],
+    items: Sequence[Hashable],
+    on_result: Callable[[Any, Any], None],
+    *,
+    jobs: int,
+    initializer: Callable[[], None] | None = None,
+    failed: Callable[[Any, str], Any] | None = None,
+) -> None:
+    """Runs ``fn(item)`` for every item in ``jobs`` worker processes and passes each result to ``on_result``.
+
+    Args:
+        fn: A picklable function (module level, or a ``functools.partial`` of one).
+        items: The work; each item is picklable and hashable.
+        on_result: Called in this process, in completion order, with ``(item, fn(item))``.
+        jobs: Worker processes (at most one per item).
+        initializer: Run once in each worker before its first item.
+        failed: ``(item, reason) -> result`` for items whose workers kept dying; default: re-raise.
+
+    Raises:
+        KeyboardInterrupt: On Ctrl-C or SIGTERM, after the workers are stopped.
+        Exception: An exception ``fn`` raised (it ends the run: ``fn`` should return failures as results).
+    """
+    pending = list(items)
+    breaks = 0
+    context = multiprocessing.get_context("spawn")
+    with stop_on_sigterm():
+        while pending:
+            workers = max(1, min(jobs, len(pending)))
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_start, initargs=(initializer,),
+                max_tasks_per_child=TASKS_PER_WORKER,
+            )
+            broken: BrokenProcessPool | None = None
+            try:
+                futures = {pool.submit(fn, item): item for item in pending}
+                for future in concurrent.futures.as_completed(futures):
+                    item = futures[future]
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as err:
+                        broken = err
+                        break
+                    pending.remove(item)
+                    on_result(item, result)
+            except BaseException:
+                _terminate(pool)
+                raise
+            if broken is None:
+                pool.shutdown(wait=True)
+                continue
+            _terminate(pool)
+            breaks += 1
+            if breaks >= MAX_POOL_BREAKS:
+                if failed is None:
+                    raise broken
+                for item in list(pending):
+                    pending.remove(item)
+                    on_result(item, failed(item, WORKER_DIED))
+
+
+def run_in_process(fn: Callable[[Any], Any], items: Sequence[Hashable], on_result: Callable[[Any, Any], None]) -> None:
+    """:func:`run` in this process, one item after another (for debugging); SIGTERM stops it as Ctrl-C does."""
+    with stop_on_sigterm():
+        for item in items:
+            on_result(item, fn(item))
