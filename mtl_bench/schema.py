@@ -27,5 +27,8 @@ SHARED_WEIGHTS = "(shared weights)"
 NO_ORDER = "-"
 ORDER_SEPARATOR = ">"
 
+# The clip of every predicted probability before a log: log-loss, KL measure and KL loss (Keras clips alike).
+PROB_EPS = 1e-7
+
 DELTA_M = "delta_m"  # the multi-task performance change over tasks (Maninis et al. 2019), percent
 CELL_COLUMNS = ["arch", "regime", "remedy", "order", "seed"]

@@ -4,58 +4,56 @@
 :class:`~mtl_bench.engine.training.Trainer` and under a plain ``model.fit`` of a
 user's multi-output Keras model. Every ``every`` global training steps (and
 once at the start of training, step 0) it measures, on one fixed probe batch
-taken from the validation split, in one compiled :func:`tf.function`:
+taken from the validation split, in one compiled :func:`tf.function`, the
+per-task gradients ``g_i`` of task ``i``'s unweighted loss with respect to the
+*shared* variables and their Gram matrix, from which
+:mod:`~mtl_bench.measures.gradients` (where each formula is written out) derives:
 
-Conflict view (Yu et al. 2020; per-task gradients ``g_i`` of task ``i``'s
-unweighted loss with respect to the *shared* variables), for every ordered
-pair ``i != j`` and every variable group plus ``"all"``:
-
-* ``cosine``: ``<g_i, g_j> / (|g_i| |g_j|)``; NaN when a gradient is zero.
-* ``conflict``: 1.0 when the cosine is negative, else 0.0 (NaN with the cosine).
-* ``magnitude_similarity``: ``2 |g_i| |g_j| / (|g_i|^2 + |g_j|^2)``, in [0, 1].
-
-Noise floor by disjoint halves, group ``"all"``: the probe batch's rows are cut
-into half ``A`` (the first ``ceil(n / 2)`` rows) and half ``B`` (the rest).
-Each task's gradient is computed on each half (``g_i^A``, ``g_i^B``, mean loss
-over that half) and the full-batch gradient above is derived from them exactly,
-``g_i = (n_A g_i^A + n_B g_i^B) / n`` (the losses are means over the rows): ``2 T``
-backward passes over half the rows replace ``T`` over all of them, about the
-same cost. Not reported when ``n == 1``.
-
-* ``cosine_floor`` (``task_i == task_j``): ``cos(g_i^A, g_i^B)``: how much a
-  task agrees with itself across disjoint rows, the noise floor of every cosine.
-* ``conflict_floor`` (``task_i == task_j``): 1.0 when ``cosine_floor`` is
-  negative, else 0.0 (NaN with the cosine).
-* ``cosine_halves`` (ordered pairs ``i != j``):
-  ``(cos(g_i^A, g_j^B) + cos(g_i^B, g_j^A)) / 2``: the cross-task cosine with
-  the same disjoint-rows noise as the floor (NaN when a half-gradient is zero).
-* ``conflict_halves`` (``i != j``): 1.0 when ``cosine_halves`` is negative, else 0.0.
-
-Forgetting view inside joint training:
-
-* ``affinity`` (lookahead inter-task affinity, TAG, Fifty et al. 2021), group
-  ``"all"``, ordered pairs ``i != j``:
+* the conflict view (Yu et al. 2020), for every ordered pair ``i != j`` and
+  every variable group plus ``"all"``: ``cosine``, ``conflict``,
+  ``magnitude_similarity``;
+* the noise floor by disjoint halves, group ``"all"``: ``cosine_floor``,
+  ``conflict_floor`` (``task_i == task_j``), ``cosine_halves``,
+  ``conflict_halves`` (``i != j``). The probe batch's rows are cut into half
+  ``A`` (the first ``ceil(n / 2)`` rows) and half ``B`` (the rest). Each task's
+  gradient is computed on each half (``g_i^A``, ``g_i^B``, mean loss over that
+  half) and the full-batch gradient is derived from them exactly,
+  ``g_i = (n_A g_i^A + n_B g_i^B) / n`` (the losses are means over the rows):
+  ``2 T`` backward passes over half the rows replace ``T`` over all of them,
+  about the same cost. Not reported when ``n == 1``;
+* the lookahead affinity (TAG, Fifty et al. 2021), group ``"all"``:
+  ``affinity`` (``i != j``) and ``self_affinity`` (``i == j``),
   ``Z_{i->j} = 1 - L_j(theta_s - lr * g_i) / L_j(theta_s)``: one plain SGD step
   of task ``i``'s gradient on the shared variables only (task-specific
   variables untouched), with the current learning rate. Positive: a step for
   ``i`` also lowers ``j``'s loss. The shared weights are then assigned back
-  their saved values, so they are restored bit for bit.
-* ``self_affinity``: ``Z_{i->i}`` (same formula), ``task_i == task_j``; kept
-  apart from ``affinity`` so that averaging ``affinity`` rows never mixes in
-  the (much larger) diagonal.
-* ``loss``: ``L_i(theta)`` on the probe batch, ``task_i == task_j``.
-* ``loss_rise`` (``task_i == task_j``, from the second event on): the
-  relative change of ``loss`` since the previous event,
-  ``(L_i(now) - L_i(previous)) / L_i(previous)``: what the real training
-  stream did to task ``i`` over the window.
-* ``window_signal`` (``task_i == task_j``; only for tasks with missing labels,
-  under the engine's trainer, which reports per call how many steps had a
-  label of the task in ``logs["signal_steps/<task>"]``): the share of the
-  window's steps whose batch held a label of task ``i``. Windows with
-  ``window_signal == 0`` are stretches without the task's signal: its
-  ``loss_rise`` there is what the other tasks' updates and its own
-  optimizer's momentum did to it (the report compares it with the same
-  task's single-task model over the same windows, which has only the latter).
+  their saved values, so they are restored bit for bit;
+* the applied update, when the probe is given the run's ``combination`` (a
+  :class:`~mtl_bench.remedies.combination.LossCombination`, as built by the
+  trainer), group ``"all"``, ``task_j = "update"``: ``update_cosine`` and
+  ``update_conflict`` of the update that method would apply next if its batch
+  were the probe batch, ``d = sum_k a_k g_k`` with ``a`` from the probe's Gram
+  matrix (and, for PCGrad and GradVac, the task order of the next training
+  step). A conflict remedy such as PCGrad should drive ``update_conflict`` to
+  0, whatever the raw ``conflict`` between the tasks;
+* gate health, when the model has a ``gates(x)`` method returning a non-empty
+  ``{gate key: (batch, experts)}`` dict (group ``"gate"``, ``task_i`` = gate
+  key): ``gate_weight``, ``gate_entropy``, ``gate_alarm``.
+
+Forgetting view inside joint training (group ``"all"``, ``task_i == task_j``):
+
+* ``loss``: ``L_i(theta)`` on the probe batch.
+* ``loss_rise`` (from the second event on): the relative change of ``loss``
+  since the previous event, ``(L_i(now) - L_i(previous)) / L_i(previous)``:
+  what the real training stream did to task ``i`` over the window.
+* ``window_signal`` (only for tasks with missing labels, under the engine's
+  trainer, which reports per call how many steps had a label of the task in
+  ``logs["signal_steps/<task>"]``): the share of the window's steps whose batch
+  held a label of task ``i``. Windows with ``window_signal == 0`` are stretches
+  without the task's signal: its ``loss_rise`` there is what the other tasks'
+  updates and its own optimizer's momentum did to it (the report compares it
+  with the same task's single-task model over the same windows, which has only
+  the latter).
 * ``forgetting_events`` (Toneva et al. 2019): number of probe examples that the
   task had right at the previous probe event and has wrong now;
   ``forgetting_rate`` is that number divided by the probe batch size. Not
@@ -64,54 +62,10 @@ Forgetting view inside joint training:
   ``|prediction - y| < 0.5 * std(y over the probe batch)`` for a regression
   task (``< 0.5`` when that standard deviation is 0).
 
-Lookahead damage, only when the probe is given a :class:`Lookahead` (group
-``"all"``, ``task_i = i``, ``task_j = "others"``): for each task ``i``, ``k``
-real steps of the training optimizer (its state included: Adam's moments and
-iteration count as they are at this event) on training batches, minimising
-``sum_{j != i} w_j L_j`` and updating every trainable variable except task
-``i``'s own ``model.task_variables[i]``, so task ``i``'s loss only moves through
-the shared and the other tasks' weights. The optimizer is applied to that subset
-of the variables it was built on (Keras 3 accepts it and leaves the other
-variables and their slots alone). The steps run the model with ``training=True``,
-as the trainer does; the batches are ``Lookahead.batch_size`` training rows
-drawn with ``np.random.default_rng([seed, step])``, the same for every ``i`` at
-one event; a missing (NaN) label gets sample weight 0 (a batch without labels
-for a task gives it loss 0 and gradient 0). Every model variable (``model.variables``:
-weights, non-trainable state, seed-generator states) and every optimizer
-variable is then assigned back its saved value, bit for bit. With
-``L_i`` task ``i``'s loss on the probe batch (``training=False``) before and
-after the ``k`` steps and ``d`` the change of the shared variables:
-
-* ``damage``: ``(L_i(after) - L_i(before)) / L_i(before)``: the relative rise of
-  task ``i``'s loss caused by the other tasks' real updates (positive: they hurt ``i``).
-* ``damage_first_order``: ``<g_i, d> / L_i(before)`` with ``g_i`` task ``i``'s
-  probe-batch gradient on the shared variables: the first-order prediction of
-  that rise (gradient conflict as the optimizer realises it).
-* ``damage_excess``: ``damage - damage_first_order``: the part the gradient
-  angle does not predict (interference beyond first order, i.e. forgetting).
-
-All three are NaN when ``L_i(before) == 0``.
-
-Gate health, when the model has a ``gates(x)`` method returning a non-empty
-``{gate key: (batch, experts)}`` dict (group ``"gate"``, ``task_i`` = gate key):
-
-* ``gate_weight``: mean weight of expert ``e`` over the batch, ``task_j = f"expert{e}"``.
-* ``gate_entropy``: batch mean of ``-sum_e w_e ln w_e`` (nats; ``0 ln 0 = 0``), ``task_j`` = gate key.
-* ``gate_alarm``: 1.0 when one expert receives more than 90 % of the gate's
-  mean weight (``max_e gate_weight > 0.9``), else 0.0; ``task_j`` = gate key.
-  Not reported for a single-expert gate, which routes everything trivially.
-
-The applied update, when the probe is given the run's ``combination`` (a
-:class:`~mtl_bench.remedies.combination.LossCombination`, as built by the trainer),
-group ``"all"``, ``task_j = "update"``: the update that method would apply
-next if its batch were the probe batch, ``d = sum_k a_k g_k`` with ``a`` from
-the probe's Gram matrix (and, for PCGrad and GradVac, the task order of the
-next training step), against each task's gradient:
-
-* ``update_cosine``: ``<d, g_i> / (|d| |g_i|)``; NaN when either is zero.
-* ``update_conflict``: 1.0 when that cosine is negative: the update raises
-  task ``i``'s loss to first order. A conflict remedy such as PCGrad should
-  drive it to 0, whatever the raw ``conflict`` between the tasks.
+Lookahead damage, only when the probe is given a :class:`Lookahead`: ``damage``,
+``damage_first_order``, ``damage_excess`` (group ``"all"``, ``task_j =
+"others"``), from ``k`` real optimizer steps of the other tasks; see
+:mod:`~mtl_bench.measures.lookahead`.
 
 Group ``"all"`` is every shared variable. ``loss``, ``forgetting_*``,
 ``affinity``, ``self_affinity``, the ``*_floor`` and ``*_halves`` measures and
@@ -125,8 +79,6 @@ Every record is ``{**context, "epoch", "step", "task_i", "task_j", "group", "mea
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -135,132 +87,19 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mtl_bench.errors import UserInputError
+from mtl_bench.measures import gradients
+from mtl_bench.measures._model import cache, from_logits, is_binary_loss, keras_loss, loss_key, name_outputs, num_rows
+from mtl_bench.measures._probe_fn import detect_shared, make_probe_fn
+from mtl_bench.measures.gradients import ALARM_SHARE, GATE_GROUP, UPDATE, Row
+from mtl_bench.measures.lookahead import OTHERS, Damage, Lookahead, check_lookahead
 from mtl_bench.schema import ALL
 from mtl_bench.spec import Task
-from mtl_bench.engine.training import masked_loss
+from mtl_bench.validation import check_int, check_number, fail
 
-GATE_GROUP = "gate"
-UPDATE = "update"  # task_j of the applied-update measures
-OTHERS = "others"  # task_j of the lookahead-damage measures
+__all__ = ["ALARM_SHARE", "GATE_GROUP", "OTHERS", "RECORD_KEYS", "UPDATE", "ConflictProbe", "Lookahead"]
+
 RECORD_KEYS: tuple[str, ...] = ("epoch", "step", "task_i", "task_j", "group", "measure", "value")
-ALARM_SHARE = 0.9
-_CACHE_ATTR = "_mtl_bench_probe_fns"
-
-
-def _keras_loss(name: str, loss: Any) -> Any:
-    """A callable ``(y_true, y_pred) -> loss`` from a Keras loss object, name or function (mean-reduced by the caller)."""
-    if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    if not callable(loss):
-        raise ValueError(f"ConflictProbe: the loss of {name!r} must be a keras.losses.Loss. Received: {loss!r}")
-    return loss
-
-
-def _loss_key(loss: Any) -> str:
-    if isinstance(loss, keras.losses.Loss):
-        return f"{type(loss).__qualname__}:{sorted(loss.get_config().items())!r}"
-    return f"{getattr(loss, '__module__', '')}.{getattr(loss, '__qualname__', repr(loss))}"
-
-
-def _is_binary_loss(loss: Any) -> bool:
-    if isinstance(loss, (keras.losses.BinaryCrossentropy, keras.losses.BinaryFocalCrossentropy)):
-        return True
-    return "binary" in getattr(loss, "__name__", getattr(loss, "name", "")).lower()
-
-
-def _from_logits(loss: Any) -> bool:
-    if isinstance(loss, keras.losses.Loss):
-        return bool(loss.get_config().get("from_logits", False))
-    return False
-
-
-def _num_rows(value: Any) -> int:
-    shape = getattr(value, "shape", None)
-    if shape is None or len(shape) == 0:
-        raise ValueError(f"ConflictProbe: probe arrays need a batch axis. Received a value of shape {shape}")
-    return int(shape[0])
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Lookahead:
-    """What the k-step counterfactual needs from the trainer.
-
-    Attributes:
-        features: The training split's features, resident (a feature dict, as the model takes it).
-        labels: Task name -> training labels, float32 of shape ``(n,)``; NaN marks a missing label.
-        optimizer: The training optimizer, already built on the model's trainable
-            variables; its state is used (and restored) at every probe event.
-        loss_weights: Static weight of each task in the training objective.
-        steps: Number of optimizer steps ``k`` of each counterfactual, >= 1.
-        batch_size: Training rows per step, >= 1.
-        seed: Seed of the batches; an event at global step ``s`` draws them from
-            ``np.random.default_rng([seed, s])``.
-    """
-
-    features: dict[str, tf.Tensor]
-    labels: dict[str, tf.Tensor]
-    optimizer: keras.optimizers.Optimizer
-    loss_weights: dict[str, float]
-    steps: int = 10
-    batch_size: int = 256
-    seed: int = 0
-
-
-def _is_int(value: Any, low: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
-
-
-def _check_lookahead(lookahead: Any, names: Sequence[str]) -> int:
-    """Validates a :class:`Lookahead` for the probed tasks; returns the number of training rows."""
-    if not isinstance(lookahead, Lookahead):
-        raise ValueError(f"ConflictProbe: lookahead must be a Lookahead. Received: {type(lookahead).__name__}")
-    if not _is_int(lookahead.steps, 1):
-        raise ValueError(f"ConflictProbe: lookahead.steps must be an int >= 1. Received: steps={lookahead.steps!r}")
-    if not _is_int(lookahead.batch_size, 1):
-        raise ValueError(
-            f"ConflictProbe: lookahead.batch_size must be an int >= 1. Received: batch_size={lookahead.batch_size!r}"
-        )
-    if not _is_int(lookahead.seed, 0):
-        raise ValueError(f"ConflictProbe: lookahead.seed must be an int >= 0. Received: seed={lookahead.seed!r}")
-    if not isinstance(lookahead.optimizer, keras.optimizers.Optimizer):
-        raise ValueError(
-            "ConflictProbe: lookahead.optimizer must be a keras.optimizers.Optimizer. "
-            f"Received: {type(lookahead.optimizer).__name__}"
-        )
-    if not isinstance(lookahead.features, Mapping) or not lookahead.features:
-        raise ValueError(
-            "ConflictProbe: lookahead.features must be a non-empty dict of arrays. "
-            f"Received: {type(lookahead.features)}"
-        )
-    if not isinstance(lookahead.labels, Mapping) or any(n not in lookahead.labels for n in names):
-        received = list(lookahead.labels) if isinstance(lookahead.labels, Mapping) else type(lookahead.labels)
-        raise ValueError(
-            f"ConflictProbe: lookahead.labels must hold labels for tasks {list(names)}. Received: {received}"
-        )
-    for n in names:
-        shape = getattr(lookahead.labels[n], "shape", None)
-        if shape is None or not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-            raise ValueError(
-                f"ConflictProbe: lookahead.labels[{n!r}] must have shape (n,). Received a value of shape {shape}"
-            )
-    weights = lookahead.loss_weights
-    if not isinstance(weights, Mapping) or any(
-        n not in weights
-        or isinstance(weights[n], bool)
-        or not isinstance(weights[n], (int, float, np.integer, np.floating))
-        or not math.isfinite(weights[n])
-        for n in names
-    ):
-        raise ValueError(
-            f"ConflictProbe: lookahead.loss_weights must give a finite weight to each of {list(names)}. "
-            f"Received: {weights!r}"
-        )
-    sizes = {_num_rows(v) for v in lookahead.features.values()} | {_num_rows(lookahead.labels[n]) for n in names}
-    if len(sizes) != 1 or 0 in sizes:
-        raise ValueError(
-            f"ConflictProbe: lookahead arrays must share one non-zero length. Received lengths {sorted(sizes)}"
-        )
-    return sizes.pop()
 
 
 class ConflictProbe(keras.callbacks.Callback):
@@ -295,8 +134,9 @@ class ConflictProbe(keras.callbacks.Callback):
             training steps per event.
 
     Raises:
-        ValueError: On an invalid argument; at the first event, when the model
-            does not fit the arguments (e.g. no ``task_variables`` for ``lookahead``).
+        UserInputError: (a ``ValueError``) on an invalid argument.
+        ValueError: At the first event, when the model does not fit the arguments
+            (e.g. no ``task_variables`` for ``lookahead``).
     """
 
     def __init__(
@@ -317,81 +157,45 @@ class ConflictProbe(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         if not isinstance(probe_x, Mapping) or not probe_x:
-            raise ValueError(f"ConflictProbe: probe_x must be a non-empty dict of arrays. Received: {type(probe_x)}")
+            raise fail("ConflictProbe", "probe_x", "a non-empty dict of arrays", type(probe_x))
         if not isinstance(probe_y, Mapping) or not probe_y:
-            raise ValueError(f"ConflictProbe: probe_y must be a non-empty dict of arrays. Received: {type(probe_y)}")
-        if (tasks is None) == (losses is None):
-            raise ValueError(
-                "ConflictProbe: give exactly one of tasks and losses. "
-                f"Received: tasks={tasks!r}, losses={losses!r}"
-            )
-        if tasks is not None:
-            tasks = tuple(tasks)
-            if not tasks or not all(isinstance(t, Task) for t in tasks):
-                raise ValueError(f"ConflictProbe: tasks must be a non-empty sequence of Task. Received: {tasks!r}")
-            names = [t.name for t in tasks]
-            loss_fns = [t.loss_fn() for t in tasks]
-            loss_keys = [t.loss for t in tasks]
-            kinds = [t.kind for t in tasks]
-            logits = [False] * len(tasks)
-        else:
-            if not isinstance(losses, Mapping) or not losses:
-                raise ValueError(f"ConflictProbe: losses must be a non-empty dict. Received: {losses!r}")
-            names = [str(n) for n in losses]
-            loss_fns = [_keras_loss(n, losses[n]) for n in losses]
-            loss_keys = [_loss_key(fn) for fn in loss_fns]
-            kinds = ["binary" if _is_binary_loss(fn) else "regression" for fn in loss_fns]
-            logits = [_from_logits(fn) for fn in loss_fns]
-        if len(set(names)) != len(names):
-            raise ValueError(f"ConflictProbe: task names must be unique. Received: {names}")
+            raise fail("ConflictProbe", "probe_y", "a non-empty dict of arrays", type(probe_y))
+        names, loss_fns, loss_keys, kinds, logits = _task_losses(tasks, losses)
         missing = [n for n in names if n not in probe_y]
         if missing:
-            raise ValueError(
-                f"ConflictProbe: probe_y has no labels for tasks {missing}. "
-                f"Received keys: {list(probe_y)}"
-            )
-        sizes = {_num_rows(v) for v in probe_x.values()} | {_num_rows(probe_y[n]) for n in names}
+            raise fail("ConflictProbe", "probe_y", f"a dict of labels for every task (no labels for {missing})",
+                       list(probe_y))
+        sizes = {num_rows(v, "ConflictProbe", f"probe_x[{k!r}]") for k, v in probe_x.items()}
+        sizes |= {num_rows(probe_y[n], "ConflictProbe", f"probe_y[{n!r}]") for n in names}
         if len(sizes) != 1 or 0 in sizes:
-            raise ValueError(
-                "ConflictProbe: probe arrays must share one non-zero length. "
-                f"Received lengths {sorted(sizes)}"
-            )
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"ConflictProbe: every must be an int >= 1. Received: every={every!r}")
-        if learning_rate is not None and not (
-            isinstance(learning_rate, (int, float, np.floating)) and math.isfinite(learning_rate) and learning_rate > 0
-        ):
-            raise ValueError(f"ConflictProbe: learning_rate must be a finite number > 0. Received: {learning_rate!r}")
+            raise fail("ConflictProbe", "probe_x and probe_y", "arrays of one non-zero length", sorted(sizes))
+        check_int("ConflictProbe", "every", every, 1)
+        if learning_rate is not None:
+            check_number("ConflictProbe", "learning_rate", learning_rate, 0, low_open=True)
         if shared_variables is not None and not isinstance(shared_variables, Sequence):
-            raise ValueError(
-                f"ConflictProbe: shared_variables must be a sequence of variables. Received: {shared_variables!r}"
-            )
+            raise fail("ConflictProbe", "shared_variables", "a sequence of variables", shared_variables)
         if groups is not None:
             if not isinstance(groups, Mapping) or any(not isinstance(v, Sequence) for v in groups.values()):
-                raise ValueError(f"ConflictProbe: groups must map a name to a list of variables. Received: {groups!r}")
+                raise fail("ConflictProbe", "groups", "a dict from a name to a list of variables", groups)
             if ALL in groups:
-                raise ValueError(f"ConflictProbe: group name {ALL!r} is reserved. Received: {list(groups)}")
+                raise fail("ConflictProbe", "groups", f"a dict without the reserved group name {ALL!r}", list(groups))
         context = dict(context or {})
         clash = [k for k in context if k in RECORD_KEYS]
         if clash:
-            raise ValueError(
-                f"ConflictProbe: context keys {clash} clash with record keys {RECORD_KEYS}. "
-                f"Received: {context}"
-            )
+            raise fail("ConflictProbe", "context", f"a dict whose keys do not clash with record keys {RECORD_KEYS}",
+                       context)
         if combination is not None and getattr(combination, "num_tasks", None) != len(names):
-            raise ValueError(
-                "ConflictProbe: combination must be built for the probe's tasks. "
-                f"Received: {type(combination).__name__} over {getattr(combination, 'num_tasks', None)} tasks, {len(names)} probed"
-            )
+            raise fail("ConflictProbe", "combination.num_tasks", f"the number of probed tasks, {len(names)}",
+                       getattr(combination, "num_tasks", None))
         if tensorboard_dir is not None and not isinstance(tensorboard_dir, str):
-            raise ValueError(f"ConflictProbe: tensorboard_dir must be a path string. Received: {tensorboard_dir!r}")
+            raise fail("ConflictProbe", "tensorboard_dir", "a path string", tensorboard_dir)
         if lookahead is not None:
             if tasks is None:
-                raise ValueError(
+                raise UserInputError(
                     "ConflictProbe: lookahead needs tasks= (their Keras loss objects train the counterfactual), "
                     f"not losses=. Received: losses={losses!r}"
                 )
-            _check_lookahead(lookahead, names)
+            check_lookahead(lookahead, names)
 
         self.task_names: tuple[str, ...] = tuple(names)
         self.every = int(every)
@@ -424,13 +228,7 @@ class ConflictProbe(keras.callbacks.Callback):
         self._counter = 0
         self._epoch = 0
         self._writer = None
-        self._la_fn = None
-        self._own: list[list] = []
-        if lookahead is not None:
-            self._la_features = {k: tf.convert_to_tensor(v) for k, v in lookahead.features.items()}
-            self._la_labels = {n: tf.reshape(tf.cast(lookahead.labels[n], tf.float32), [-1]) for n in names}
-            self._la_weights = tf.constant([float(lookahead.loss_weights[n]) for n in names], tf.float32)
-            self._la_rows = _num_rows(self._la_labels[names[0]])
+        self._damage = Damage(lookahead, names) if lookahead is not None else None
 
     # ------------------------------------------------------------------ public
 
@@ -515,7 +313,7 @@ class ConflictProbe(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(lr))
 
     def _outputs(self, out: Any) -> dict[str, Any]:
-        return _name_outputs(out, self.model, self.task_names)
+        return name_outputs(out, self.model, self.task_names)
 
     def _prepare(self) -> None:
         model = self.model
@@ -530,13 +328,12 @@ class ConflictProbe(keras.callbacks.Callback):
                 f"Received outputs: {list(out)}"
             )
 
-        trainable = list(model.trainable_variables)
         if self._shared_arg is not None:
             shared = self._shared_arg
         elif hasattr(model, "shared_variables"):
             shared = list(model.shared_variables)
         else:
-            shared = self._detect_shared(trainable)
+            shared = detect_shared(model, self.task_names, self._loss_fns, self._x, self._ys)
         self._shared = list(shared)
         index = {id(v): k for k, v in enumerate(self._shared)}
 
@@ -559,265 +356,27 @@ class ConflictProbe(keras.callbacks.Callback):
 
         gates = getattr(model, "gates", None)
         self._has_gates = callable(gates) and bool(gates(small))
-        if self.lookahead is not None:
-            self._own = self._task_variables(model, trainable)
+        if self._damage is not None:
+            self._damage.prepare(model, self._loss_fns, self._loss_keys, self._shared)
         self._fn = self._compiled(model)
-        self._la_fn = self._compiled_lookahead(model) if self.lookahead is not None else None
         self._prepared_for = model
-
-    def _task_variables(self, model: keras.Model, trainable: list) -> list[list]:
-        """Each task's own trainable variables (``model.task_variables``), checked for the lookahead."""
-        if not trainable:
-            raise ValueError("ConflictProbe: lookahead needs a model with trainable variables. Received: none")
-        own = getattr(model, "task_variables", None)
-        if not isinstance(own, Mapping) or any(n not in own for n in self.task_names):
-            raise ValueError(
-                "ConflictProbe: lookahead needs model.task_variables, a dict from each task name to that task's "
-                f"own variables. Received: {type(own).__name__ if not isinstance(own, Mapping) else list(own)}"
-            )
-        known = {id(v) for v in trainable}
-        for n in self.task_names:
-            outside = [getattr(v, "path", "?") for v in own[n] if id(v) not in known]
-            if outside:
-                raise ValueError(
-                    f"ConflictProbe: task_variables[{n!r}] holds variables that are not trainable. Received: {outside}"
-                )
-        optimizer = self.lookahead.optimizer
-        built = getattr(optimizer, "_trainable_variables", None)
-        if not optimizer.built or built is None:
-            raise ValueError(
-                "ConflictProbe: lookahead.optimizer must be built on the model's trainable variables before "
-                f"the first probe event. Received: an unbuilt {type(optimizer).__name__}"
-            )
-        unknown = [getattr(v, "path", "?") for v in trainable if id(v) not in {id(b) for b in built}]
-        if unknown:
-            raise ValueError(
-                "ConflictProbe: lookahead.optimizer was not built on every trainable variable of the model. "
-                f"Received unknown variables: {unknown}"
-            )
-        return [list(own[n]) for n in self.task_names]
-
-    def _detect_shared(self, trainable: list) -> list:
-        """Trainable variables with a non-zero gradient from two or more task losses on the probe batch."""
-        with tf.GradientTape(persistent=True) as tape:
-            out = self._outputs(self.model(self._x, training=False))
-            losses = [fn(y, out[n]) for n, fn, y in zip(self.task_names, self._loss_fns, self._ys)]
-        users = np.zeros(len(trainable), int)
-        for loss in losses:
-            grads = tape.gradient(loss, trainable)
-            for k, g in enumerate(grads):
-                if g is not None and bool(tf.reduce_any(tf.convert_to_tensor(g) != 0)):
-                    users[k] += 1
-        del tape
-        return [v for v, u in zip(trainable, users) if u >= 2]
 
     def _compiled(self, model: keras.Model):
         """The probe function, traced once and cached on the model for identical settings."""
+        with_grads = self.lookahead is not None  # then the function also returns the full-batch gradients
         key = (
             self.task_names,
             tuple(self._loss_keys),
             tuple(id(v) for v in self._shared),
             self._has_gates,
-            self.lookahead is not None,  # then the function also returns the full-batch gradients
+            with_grads,
         )
-        cache = _cache(model)
-        if key not in cache:
-            cache[key] = self._make_fn(model)
-        return cache[key]
-
-    def _compiled_lookahead(self, model: keras.Model):
-        """The k-step lookahead function, traced once and cached on the model for identical settings."""
-        key = (
-            "lookahead",
-            self.task_names,
-            tuple(self._loss_keys),
-            tuple(id(v) for v in self._shared),
-            tuple(id(v) for v in model.trainable_variables),
-            tuple(tuple(id(v) for v in own) for own in self._own),
-            id(self.lookahead.optimizer),
-        )
-        cache = _cache(model)
-        if key not in cache:
-            cache[key] = self._make_lookahead_fn(model)
-        return cache[key]
-
-    def _make_fn(self, model: keras.Model):
-        names, loss_fns, shared = self.task_names, list(self._loss_fns), list(self._shared)
-        has_gates = self._has_gates
-        with_grads = self.lookahead is not None
-        num_tasks = len(names)
-
-        def task_losses(x, ys):
-            out = _name_outputs(model(x, training=False), model, names)
-            preds = [out[n] for n in names]
-            # A loss given by name is a bare function returning per-example values: reduce it as fit does.
-            return [keras.ops.mean(fn(y, p)) for fn, y, p in zip(loss_fns, ys, preds)], preds
-
-        def gradients(tape, loss):
-            zero = tf.UnconnectedGradients.ZERO
-            return [tf.convert_to_tensor(g) for g in tape.gradient(loss, shared, unconnected_gradients=zero)]
-
-        def gram(rows):
-            """Per shared variable, the float64 Gram matrix of ``rows`` (a list of per-variable gradient lists)."""
-            grams = []
-            for k in range(len(shared)):
-                flat = tf.stack([tf.reshape(tf.cast(r[k], tf.float64), [-1]) for r in rows])
-                grams.append(tf.matmul(flat, flat, transpose_b=True))
-            return tf.stack(grams)
-
-        def probe_fn(x, ys, lr):
-            result = {}
-            if shared:
-                # Half A is the first ceil(n/2) rows, half B the rest; the shape is static in each trace.
-                n = int(ys[0].shape[0])
-                n_a = (n + 1) // 2
-                n_b = n - n_a
-                parts = [(0, n_a), (n_a, n)] if n_b else [(0, n)]
-                with tf.GradientTape(persistent=True) as tape:
-                    per_part = [
-                        task_losses({k: v[lo:hi] for k, v in x.items()}, [y[lo:hi] for y in ys]) for lo, hi in parts
-                    ]
-                half = [[gradients(tape, loss) for loss in losses] for losses, _ in per_part]
-                del tape
-                if n_b:
-                    (losses_a, preds_a), (losses_b, preds_b) = per_part
-                    # The losses are means over the rows: the full-batch values follow exactly from the halves.
-                    losses = [(n_a * la + n_b * lb) / n for la, lb in zip(losses_a, losses_b)]
-                    preds = [tf.concat([pa, pb], 0) for pa, pb in zip(preds_a, preds_b)]
-                    grads = [
-                        [(n_a * ga + n_b * gb) / n for ga, gb in zip(half[0][i], half[1][i])] for i in range(num_tasks)
-                    ]
-                    half_grams = gram(half[0] + half[1])  # (variables, 2T, 2T): A rows first, then B rows
-                    result["half_grams"] = half_grams
-                    # Full-batch Gram from the halves in float64: g = M^T [g^A; g^B], M = [(n_a/n) I; (n_b/n) I].
-                    eye = tf.eye(num_tasks, dtype=tf.float64)
-                    mix = tf.concat([eye * (n_a / n), eye * (n_b / n)], 0)
-                    result["grams"] = tf.einsum("pi,vpq,qj->vij", mix, half_grams, mix)
-                else:
-                    (losses, preds), grads = per_part[0], half[0]
-                    result["grams"] = gram(grads)
-                if with_grads:
-                    result["grads"] = grads
-                # Affinity lookahead: one SGD step of each task's gradient on the shared variables, then exact restore.
-                saved = [tf.identity(v.value) for v in shared]
-                after = []
-                for i in range(num_tasks):
-                    for v, s, g in zip(shared, saved, grads[i]):
-                        v.assign(s - tf.cast(lr, s.dtype) * tf.cast(g, s.dtype))
-                    after.append(tf.stack(task_losses(x, ys)[0]))
-                for v, s in zip(shared, saved):
-                    v.assign(s)
-                result["after"] = tf.stack(after)
-            else:
-                losses, preds = task_losses(x, ys)
-            result["losses"] = tf.stack(losses)
-            result["preds"] = preds
-            if has_gates:
-                result["gates"] = {k: tf.convert_to_tensor(v) for k, v in model.gates(x).items()}
-            return result
-
-        fn = tf.function(probe_fn)
-        # One trace per model is by design (the function captures that model's variables); TF would
-        # otherwise warn about "frequent retracing" of the same code once a run has built a few models.
-        fn._omit_frequent_tracing_warning = True
-        return fn
-
-    def _make_lookahead_fn(self, model: keras.Model):
-        names, loss_fns, shared = self.task_names, list(self._loss_fns), list(self._shared)
-        optimizer = self.lookahead.optimizer
-        trainable = list(model.trainable_variables)
-        # Task i's step updates every trainable variable except task i's own: a subset of the variables the
-        # optimizer was built on, which Keras 3 accepts (it updates those variables and their slots only).
-        subsets = []
-        for own in self._own:
-            own_ids = {id(v) for v in own}
-            subsets.append([k for k, v in enumerate(trainable) if id(v) not in own_ids])
-        # Everything a step can change: the model's state (seed generators included) and the optimizer's.
-        state, seen = [], set()
-        for v in [*model.variables, *shared, *optimizer.variables]:
-            if id(v) not in seen:
-                seen.add(id(v))
-                state.append(v)
-        shared_pos = [next(k for k, v in enumerate(state) if v is s) for s in shared]
-        zero = tf.UnconnectedGradients.ZERO
-
-        def probe_losses(x, ys):
-            out = _name_outputs(model(x, training=False), model, names)
-            return tf.stack([fn(y, out[n]) for n, fn, y in zip(names, loss_fns, ys)])
-
-        def train_losses(x, labels):
-            """Per-task losses of one training batch; a missing (NaN) label has sample weight 0."""
-            out = _name_outputs(model(x, training=True), model, names)
-            return tf.stack([masked_loss(fn, labels[n], out[n]) for n, fn in zip(names, loss_fns)])
-
-        def lookahead_fn(features, labels, x, ys, batches, keep, weights, grads):
-            """``k = len(batches)`` optimizer steps on ``sum_j keep_j w_j L_j`` without the task where
-            ``keep`` is 0; returns the probe losses before and after and ``<grads, shared change>``."""
-            excluded = tf.argmin(keep, output_type=tf.int32)
-            coef = keep * weights
-            saved = [tf.identity(v.value) for v in state]
-            before = probe_losses(x, ys)
-
-            def step(s):
-                index = batches[s]
-                bx = {k: tf.gather(v, index) for k, v in features.items()}
-                by = {n: tf.gather(labels[n], index) for n in names}
-                with tf.GradientTape() as tape:
-                    objective = tf.reduce_sum(coef * train_losses(bx, by))
-                g = tape.gradient(objective, trainable, unconnected_gradients=zero)
-
-                def apply(subset):
-                    def branch():
-                        optimizer.apply([g[k] for k in subset], [trainable[k] for k in subset])
-                        return tf.constant(0)
-
-                    return branch
-
-                tf.switch_case(excluded, [apply(subset) for subset in subsets])
-                return (s + 1,)
-
-            tf.while_loop(lambda s: s < tf.shape(batches)[0], step, (tf.constant(0),))
-            after = probe_losses(x, ys)
-            dot = tf.constant(0.0, tf.float64)
-            for v, k, g in zip(shared, shared_pos, grads):
-                change = tf.cast(tf.convert_to_tensor(v.value), tf.float64) - tf.cast(saved[k], tf.float64)
-                dot += tf.reduce_sum(tf.cast(g, tf.float64) * change)
-            for v, value in zip(state, saved):
-                v.assign(value)
-            return {"before": before, "after": after, "dot": dot}
-
-        # The loop is an explicit tf.while_loop (no AutoGraph), as in the trainer's run_steps.
-        fn = tf.function(lookahead_fn, autograph=False)
-        fn._omit_frequent_tracing_warning = True
-        return fn
-
-    def _lookahead_batches(self, step: int) -> tf.Tensor:
-        """The event's training batches, ``(steps, batch_size)`` row indices, the same for every task."""
-        la, n = self.lookahead, self._la_rows
-        rng = np.random.default_rng([la.seed, step])
-        size = la.steps * la.batch_size
-        rows = rng.permutation(n)[:size] if n >= size else rng.integers(0, n, size=size)
-        return tf.constant(rows.reshape(la.steps, la.batch_size), tf.int32)
-
-    def _damage_rows(self, step: int, grads: list[list[tf.Tensor]]) -> list[tuple[str, str, str, str, float]]:
-        names, rows = self.task_names, []
-        batches = self._lookahead_batches(step)
-        for i, n in enumerate(names):
-            keep = tf.constant([0.0 if j == i else 1.0 for j in range(len(names))], tf.float32)
-            out = self._la_fn(
-                self._la_features, self._la_labels, self._x, self._ys, batches, keep, self._la_weights, grads[i]
+        functions = cache(model)
+        if key not in functions:
+            functions[key] = make_probe_fn(
+                model, list(self.task_names), list(self._loss_fns), list(self._shared), self._has_gates, with_grads
             )
-            before = float(out["before"].numpy()[i])
-            after = float(out["after"].numpy()[i])
-            if before == 0:
-                damage = first = float("nan")
-            else:
-                damage = (after - before) / before
-                first = float(out["dot"].numpy()) / before
-            rows.append((n, OTHERS, ALL, "damage", damage))
-            rows.append((n, OTHERS, ALL, "damage_first_order", first))
-            rows.append((n, OTHERS, ALL, "damage_excess", damage - first))
-        return rows
+        return functions[key]
 
     def _right(self, preds: list[np.ndarray]) -> list[np.ndarray]:
         right = []
@@ -837,7 +396,7 @@ class ConflictProbe(keras.callbacks.Callback):
         lr = self._current_learning_rate() if self._shared else 1.0
         result = self._fn(self._x, self._ys, tf.constant(lr, tf.float32))
         names = self.task_names
-        rows: list[tuple[str, str, str, str, float]] = []
+        rows: list[Row] = []
         losses = result["losses"].numpy().astype(np.float64)
         for i, n in enumerate(names):
             rows.append((n, n, ALL, "loss", float(losses[i])))
@@ -852,25 +411,19 @@ class ConflictProbe(keras.callbacks.Callback):
         if self._shared:
             grams = result["grams"].numpy()
             for group, idx in [*self._groups.items(), (ALL, list(range(len(self._shared))))]:
-                gram = grams[idx].sum(axis=0)
-                for i, j in _pairs(len(names)):
-                    cos, mag = _cosine_magnitude(gram[i, i], gram[j, j], gram[i, j])
-                    conflict = float("nan") if math.isnan(cos) else float(cos < 0)
-                    rows.append((names[i], names[j], group, "cosine", cos))
-                    rows.append((names[i], names[j], group, "conflict", conflict))
-                    rows.append((names[i], names[j], group, "magnitude_similarity", mag))
+                rows.extend(gradients.conflict_rows(names, grams[idx].sum(axis=0), group))
             if self.combination is not None:
-                rows.extend(self._update_rows(grams.sum(axis=0), step))
+                gram = grams.sum(axis=0)
+                coef = self.combination.coefficients(
+                    tf.constant(gram, tf.float32), tf.constant(step, tf.int64), update=False
+                )
+                rows.extend(gradients.update_rows(names, gram, coef))
             if "half_grams" in result:
-                rows.extend(_halves_rows(names, result["half_grams"].numpy().sum(axis=0)))
-            after = result["after"].numpy().astype(np.float64)
-            for i in range(len(names)):
-                for j in range(len(names)):
-                    z = 1.0 - after[i, j] / losses[j] if losses[j] != 0 else float("nan")
-                    rows.append((names[i], names[j], ALL, "self_affinity" if i == j else "affinity", float(z)))
-        if self._la_fn is not None:
+                rows.extend(gradients.halves_rows(names, result["half_grams"].numpy().sum(axis=0)))
+            rows.extend(gradients.affinity_rows(names, losses, result["after"].numpy().astype(np.float64)))
+        if self._damage is not None:
             grads = result["grads"] if self._shared else [[] for _ in names]
-            rows.extend(self._damage_rows(step, grads))
+            rows.extend(self._damage.rows(step, self._x, self._ys, grads))
         right = self._right([p.numpy() for p in result["preds"]])
         if self._previous_right is not None:
             for n, before, now in zip(names, self._previous_right, right):
@@ -879,7 +432,7 @@ class ConflictProbe(keras.callbacks.Callback):
                 rows.append((n, n, ALL, "forgetting_rate", events / self._n))
         self._previous_right = right
         for key, weights in result.get("gates", {}).items():
-            rows.extend(_gate_rows(str(key), weights.numpy()))
+            rows.extend(gradients.gate_rows(str(key), weights.numpy()))
         self._last_step = step
         new = [
             {
@@ -898,19 +451,6 @@ class ConflictProbe(keras.callbacks.Callback):
         if self.tensorboard_dir is not None:
             self._write(step, new)
 
-    def _update_rows(self, gram: np.ndarray, step: int) -> list[tuple[str, str, str, str, float]]:
-        coef = self.combination.coefficients(tf.constant(gram, tf.float32), tf.constant(step, tf.int64), update=False)
-        a = np.asarray(coef, np.float64)
-        dot = gram @ a
-        norm_d = math.sqrt(max(float(a @ gram @ a), 0.0))
-        rows = []
-        for i, n in enumerate(self.task_names):
-            norm_i = math.sqrt(max(float(gram[i, i]), 0.0))
-            cos = float("nan") if norm_d == 0 or norm_i == 0 else float(np.clip(dot[i] / (norm_d * norm_i), -1, 1))
-            rows.append((n, UPDATE, ALL, "update_cosine", cos))
-            rows.append((n, UPDATE, ALL, "update_conflict", float("nan") if math.isnan(cos) else float(cos < 0)))
-        return rows
-
     def _write(self, step: int, records: list[dict[str, Any]]) -> None:
         from tensorflow.core.framework import summary_pb2
 
@@ -925,74 +465,31 @@ class ConflictProbe(keras.callbacks.Callback):
                 tf.summary.write(tag, tf.constant(r["value"], tf.float32), step=step, metadata=metadata)
 
 
-def _name_outputs(out: Any, model: Any, names: Sequence[str]) -> Mapping[str, Any]:
-    """The model's outputs as ``{output name: tensor}``."""
-    if isinstance(out, Mapping):
-        return out
-    if isinstance(out, (list, tuple)):
-        out_names = list(getattr(model, "output_names", None) or [])
-        if len(out_names) == len(out):
-            return dict(zip(out_names, out))
-    elif len(names) == 1:
-        return {names[0]: out}
-    raise ValueError(
-        "ConflictProbe: cannot name the model's outputs; return a dict or give the outputs names. "
-        f"Received an output of type {type(out).__name__}"
-    )
-
-
-def _cache(model: keras.Model) -> dict:
-    """The model's cache of compiled probe functions."""
-    cache = model.__dict__.get(_CACHE_ATTR)
-    if cache is None:
-        cache = {}
-        object.__setattr__(model, _CACHE_ATTR, cache)
-    return cache
-
-
-def _pairs(t: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(t) for j in range(t) if i != j]
-
-
-def _cosine_magnitude(gii: float, gjj: float, gij: float) -> tuple[float, float]:
-    """Cosine and magnitude similarity from squared norms and the dot product."""
-    ni, nj = math.sqrt(max(gii, 0.0)), math.sqrt(max(gjj, 0.0))
-    cos = float("nan") if ni == 0 or nj == 0 else float(np.clip(gij / (ni * nj), -1.0, 1.0))
-    denom = gii + gjj
-    mag = float("nan") if denom == 0 else 2.0 * ni * nj / denom
-    return cos, mag
-
-
-def _cosine(gij: float, gii: float, gjj: float) -> float:
-    """Cosine from a dot product and two squared norms; NaN when a norm is zero."""
-    ni, nj = math.sqrt(max(gii, 0.0)), math.sqrt(max(gjj, 0.0))
-    return float("nan") if ni == 0 or nj == 0 else float(np.clip(gij / (ni * nj), -1.0, 1.0))
-
-
-def _halves_rows(names: Sequence[str], gram: np.ndarray) -> list[tuple[str, str, str, str, float]]:
-    """Noise-floor measures from the ``(2T, 2T)`` Gram matrix of the half-A then half-B gradients."""
-    t = len(names)
-    rows = []
-    for i, n in enumerate(names):
-        cos = _cosine(gram[i, t + i], gram[i, i], gram[t + i, t + i])
-        rows.append((n, n, ALL, "cosine_floor", cos))
-        rows.append((n, n, ALL, "conflict_floor", float("nan") if math.isnan(cos) else float(cos < 0)))
-    for i, j in _pairs(t):
-        ab = _cosine(gram[i, t + j], gram[i, i], gram[t + j, t + j])
-        ba = _cosine(gram[t + i, j], gram[t + i, t + i], gram[j, j])
-        cos = 0.5 * (ab + ba)
-        rows.append((names[i], names[j], ALL, "cosine_halves", cos))
-        rows.append((names[i], names[j], ALL, "conflict_halves", float("nan") if math.isnan(cos) else float(cos < 0)))
-    return rows
-
-
-def _gate_rows(key: str, weights: np.ndarray) -> list[tuple[str, str, str, str, float]]:
-    w = np.asarray(weights, np.float64).reshape(weights.shape[0], -1)
-    mean = w.mean(axis=0)
-    safe = np.where(w > 0, w, 1.0)
-    entropy = float(np.mean(-np.sum(np.where(w > 0, w * np.log(safe), 0.0), axis=1)))
-    rows = [(key, f"expert{e}", GATE_GROUP, "gate_weight", float(m)) for e, m in enumerate(mean)]
-    rows.append((key, key, GATE_GROUP, "gate_entropy", entropy))
-    if w.shape[1] >= 2:
-        rows.append((key, key, GATE_GROUP, "gate_alarm", float(mean.max() > ALARM_SHARE)))
-    return rows
+def _task_losses(
+    tasks: Sequence[Task] | None, losses: Mapping[str, Any] | None
+) -> tuple[list[str], list, list[str], list[str], list[bool]]:
+    """Names, loss functions, loss cache keys, kinds and from-logits flags of the probed tasks."""
+    if (tasks is None) == (losses is None):
+        raise UserInputError(
+            f"ConflictProbe: give exactly one of tasks and losses. Received: tasks={tasks!r}, losses={losses!r}"
+        )
+    if tasks is not None:
+        tasks = tuple(tasks)
+        if not tasks or not all(isinstance(t, Task) for t in tasks):
+            raise fail("ConflictProbe", "tasks", "a non-empty sequence of Task", tasks)
+        names = [t.name for t in tasks]
+        loss_fns = [t.loss_fn() for t in tasks]
+        loss_keys = [t.loss for t in tasks]
+        kinds = [t.kind for t in tasks]
+        logits = [False] * len(tasks)
+    else:
+        if not isinstance(losses, Mapping) or not losses:
+            raise fail("ConflictProbe", "losses", "a non-empty dict", losses)
+        names = [str(n) for n in losses]
+        loss_fns = [keras_loss(n, losses[n]) for n in losses]
+        loss_keys = [loss_key(fn) for fn in loss_fns]
+        kinds = ["binary" if is_binary_loss(fn) else "regression" for fn in loss_fns]
+        logits = [from_logits(fn) for fn in loss_fns]
+    if len(set(names)) != len(names):
+        raise fail("ConflictProbe", "task names", "unique", names)
+    return names, loss_fns, loss_keys, kinds, logits

@@ -1,6 +1,8 @@
 """Forgetting in sequential training: accuracy-matrix measures, output drift and shared-weight drift.
 
-Pure functions on numpy arrays and pandas frames.
+Pure functions on numpy arrays and pandas frames. Output drift, the KL between a
+task's predictions before and after a phase, is
+:func:`mtl_bench.measures.divergence.output_drift` (importable from here too).
 
 Accuracy matrix ``R``: rows are phases in training order, columns are tasks,
 ``R[k, t]`` is task ``t``'s metric after phase ``k``; ``order[i]`` is the task
@@ -35,16 +37,16 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import subspace_angles
 
-from mtl_bench.schema import MEAN_TASK
+from mtl_bench.measures.divergence import output_drift  # noqa: F401  (its home; the regimes read it here)
+from mtl_bench.schema import MEAN_TASK, SPLIT
 from mtl_bench.spec import METRIC_DIRECTIONS
 
 SEQUENTIAL_MEASURES: tuple[str, ...] = ("retention", "forgetting", "backward_transfer")
-PROB_EPS = 1e-7  # the clip of metrics.logloss and Keras
 DRIFT_MEASURES: tuple[str, ...] = ("principal_angle", "spectral_change", "unchanged_fraction")
 
 
 def accuracy_matrix(
-    rows: Iterable[Mapping[str, Any]], metric: str, split: str = "validation", stage: str = "final"
+    rows: Iterable[Mapping[str, Any]], metric: str, split: str = SPLIT, stage: str = "final"
 ) -> pd.DataFrame:
     """The matrix R[phase, task] of one metric from tidy ``metrics.csv`` rows.
 
@@ -128,34 +130,6 @@ def _ratio(num: float, den: float) -> float:
 def _nanmean(values: Sequence[float]) -> float:
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
-
-
-def output_drift(before: np.ndarray, after: np.ndarray, kind: str) -> float:
-    """Mean KL(before || after) between one task's predictions before and after a phase (RL's Razor).
-
-    Args:
-        before: Predictions on some inputs before the phase.
-        after: Predictions on the same inputs after the phase.
-        kind: ``"binary"``: predictions are probabilities, clipped to
-            ``[1e-7, 1 - 1e-7]``, and the per-example KL is the Bernoulli
-            ``p ln(p/q) + (1-p) ln((1-p)/(1-q))``. ``"regression"``: predictions
-            are means of unit-variance Gaussians, KL = ``(after - before)^2 / 2``.
-
-    Returns:
-        The mean over examples, in nats (0 = unchanged outputs).
-    """
-    if kind not in ("binary", "regression"):
-        raise ValueError(f"output_drift: kind must be 'binary' or 'regression'. Received: kind={kind!r}")
-    p = np.asarray(before, np.float64).reshape(-1)
-    q = np.asarray(after, np.float64).reshape(-1)
-    if p.shape != q.shape or p.size == 0:
-        raise ValueError(f"output_drift: before and after need the same non-zero size. Received: {p.size}, {q.size}")
-    if kind == "regression":
-        return float(np.mean((q - p) ** 2) / 2)
-    p = np.clip(p, PROB_EPS, 1 - PROB_EPS)
-    q = np.clip(q, PROB_EPS, 1 - PROB_EPS)
-    kl = p * (np.log(p) - np.log(q)) + (1 - p) * (np.log1p(-p) - np.log1p(-q))
-    return float(np.mean(kl))
 
 
 def weight_drift(before: np.ndarray, after: np.ndarray, k: int = 4, tol: float = 1e-3) -> dict[str, float]:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtl_bench.schema import PROB_EPS
 from mtl_bench.spec import Split, Task
 
 
@@ -172,11 +173,14 @@ class KLAnchor(_Reference):
 
 
 def kl_divergence(kind: str, reference: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
-    """Per-row ``KL(reference || prediction)``: Bernoulli for binary tasks, unit-variance Gaussian otherwise."""
+    """Per-row ``KL(reference || prediction)``: Bernoulli for binary tasks, unit-variance Gaussian otherwise.
+
+    The divergence of :func:`mtl_bench.measures.divergence.kl_divergence` (same clip,
+    :data:`~mtl_bench.schema.PROB_EPS`, same formula) as a differentiable loss in the tensors' dtype.
+    """
     if kind == "binary":
-        eps = 1e-7
-        p = tf.clip_by_value(reference, eps, 1 - eps)
-        q = tf.clip_by_value(prediction, eps, 1 - eps)
+        p = tf.clip_by_value(reference, PROB_EPS, 1 - PROB_EPS)
+        q = tf.clip_by_value(prediction, PROB_EPS, 1 - PROB_EPS)
         return p * tf.math.log(p / q) + (1 - p) * tf.math.log((1 - p) / (1 - q))
     return 0.5 * tf.square(reference - prediction)
 

@@ -1,4 +1,4 @@
-"""Retention measures against hand-computed values, KL formulas and constructed subspaces."""
+"""Retention measures against hand-computed values and constructed subspaces."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import integrate, stats
 
 from mtl_bench.measures.retention import (
     MEAN_TASK,
     accuracy_matrix,
-    output_drift,
     sequential_measures,
     weight_drift,
 )
@@ -108,34 +106,6 @@ def test_accuracy_matrix_from_metric_rows():
     rows.append({**noise, "stage": "final", "split": "test"})
     matrix = accuracy_matrix(rows, "auc")
     pd.testing.assert_frame_equal(matrix[ORDER], AUC[ORDER], check_names=False, check_index_type=False)
-
-
-def test_output_drift_binary_matches_bernoulli_kl():
-    p = np.array([0.2, 0.9, 0.5])
-    q = np.array([0.3, 0.5, 0.5])
-    expected = np.mean([stats.entropy([pi, 1 - pi], [qi, 1 - qi]) for pi, qi in zip(p, q)])
-    assert output_drift(p, q, "binary") == pytest.approx(expected, rel=1e-12)
-    assert output_drift(p, p, "binary") == 0.0
-    # Clipping keeps certain-but-wrong predictions finite: KL(1e-7 || 1 - 1e-7) per example.
-    e = 1e-7
-    clipped = e * math.log(e / (1 - e)) + (1 - e) * math.log((1 - e) / e)
-    assert output_drift(np.array([0.0]), np.array([1.0]), "binary") == pytest.approx(clipped, rel=1e-9)
-
-
-def test_output_drift_regression_matches_gaussian_kl():
-    before, after = np.array([0.0, 1.0]), np.array([0.5, -1.0])
-
-    def kl(m1, m2):  # numerical KL(N(m1, 1) || N(m2, 1))
-        f = lambda x: stats.norm.pdf(x, m1) * (stats.norm.logpdf(x, m1) - stats.norm.logpdf(x, m2))  # noqa: E731
-        return integrate.quad(f, -30, 30)[0]
-
-    expected = np.mean([kl(b, a) for b, a in zip(before, after)])
-    assert output_drift(before, after, "regression") == pytest.approx(expected, rel=1e-6)
-    assert output_drift(before, after, "regression") == pytest.approx((0.25 + 4.0) / 2 / 2)
-    with pytest.raises(ValueError, match="kind"):
-        output_drift(before, after, "ranking")
-    with pytest.raises(ValueError, match="same"):
-        output_drift(before, after[:1], "binary")
 
 
 def low_rank_kernel(rows: int = 6, cols: int = 5, seed: int = 0):
