@@ -8,14 +8,14 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from mtl_bench.schema import PROB_EPS
 from mtl_bench.spec import METRIC_DIRECTIONS, Task
 
-_EPS = 1e-7
 
 
 def logloss(y_true: np.ndarray, p: np.ndarray) -> float:
     """Mean binary cross-entropy with probabilities clipped to [1e-7, 1 - 1e-7] (as Keras does)."""
-    p = np.clip(np.asarray(p, np.float64).reshape(-1), _EPS, 1 - _EPS)
+    p = np.clip(np.asarray(p, np.float64).reshape(-1), PROB_EPS, 1 - PROB_EPS)
     y = np.asarray(y_true, np.float64).reshape(-1)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
