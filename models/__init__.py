@@ -14,9 +14,10 @@ from mtl_bench.models.ple import PLE
 from mtl_bench.models.shared_bottom import SharedBottom, matched_bottom_units
 from mtl_bench.models.single_task import SingleTask
 from mtl_bench.models.tower import Tower
+from mtl_bench.schema import SINGLE_ARCH
 
 ARCHITECTURES: dict[str, type[MultiTaskModel]] = {
-    "single_task": SingleTask,
+    SINGLE_ARCH: SingleTask,
     "shared_bottom": SharedBottom,
     "mmoe": MMoE,
     "omoe": OMoE,

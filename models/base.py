@@ -7,8 +7,9 @@ from typing import Any
 
 import keras
 
-from mtl_bench.models._validation import as_feature_spec, as_tasks, check_int
+from mtl_bench.models._validation import as_feature_spec, as_tasks, check_int, check_rate
 from mtl_bench.models.input_block import InputBlock
+from mtl_bench.models.tower import Tower
 from mtl_bench.spec import CATEGORICAL, NUMERIC, FeatureSpec, Task
 
 # Groups of shared variables, in the order of ``shared_variables``.
@@ -22,11 +23,13 @@ VARIABLE_GROUPS: tuple[str, ...] = (EMBEDDING, DENSE, GATE)
 class MultiTaskModel(keras.Model):
     """Maps a feature dict to ``{task name: (batch, 1) prediction}``.
 
-    Subclasses implement :meth:`_build_body` (create and build the layers after
-    the input block), :meth:`_forward` (outputs and gate weights) and
-    :meth:`_layer_owners` (which task, or ``None`` for shared, uses each
-    layer's variables). Everything else — ownership of variables,
-    serialisation, building from the feature spec — lives here.
+    Every architecture reads an :class:`InputBlock` and ends in one
+    :class:`Tower` per task, both built here (:meth:`_build_towers`,
+    :meth:`_apply_towers`). Subclasses implement :meth:`_build_body` (create
+    and build the layers between the two), :meth:`_forward` (outputs and gate
+    weights) and :meth:`_layer_owners` (which task, or ``None`` for shared,
+    uses each of those layers' variables). Everything else — ownership of
+    variables, serialisation, building from the feature spec — lives here.
 
     The model builds itself from the feature spec (the input widths are known
     in advance), on the first call or when a variable list is first read.
@@ -34,7 +37,9 @@ class MultiTaskModel(keras.Model):
     Args:
         features: The feature spec (or its ``to_dict`` form).
         tasks: The tasks, one output each (or their ``to_dict`` forms).
-        embedding_dim: Width of each categorical column's embedding, >= 1.
+        embedding_dim: Width of each categorical column's embedding, in ``[1, 4096]``.
+        tower_units: Hidden width of each tower, in ``[0, 4096]`` (0 = output unit only).
+        dropout: Dropout rate in the towers, in ``[0, 1)``.
         **kwargs: Base model arguments (``name``, ``trainable``, ``dtype``).
     """
 
@@ -44,12 +49,17 @@ class MultiTaskModel(keras.Model):
         tasks: Sequence[Task],
         *,
         embedding_dim: int = 8,
+        tower_units: int = 8,
+        dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._features = as_feature_spec(features)
-        self._tasks = as_tasks(tasks)
-        self.embedding_dim = check_int("embedding_dim", embedding_dim, 1)
+        owner = type(self).__name__
+        self._features = as_feature_spec(owner, features)
+        self._tasks = as_tasks(owner, tasks)
+        self.embedding_dim = check_int(owner, "embedding_dim", embedding_dim, 1)
+        self.tower_units = check_int(owner, "tower_units", tower_units, 0)
+        self.dropout = check_rate(owner, "dropout", dropout)
 
     # ----------------------------------------------------------------- contract
 
@@ -116,6 +126,18 @@ class MultiTaskModel(keras.Model):
         self.input_block.build(input_shape if isinstance(input_shape, dict) else self._feature_shapes())
         self._build_body(self.input_block.output_dim)
 
+    def _build_towers(self, input_dim: int) -> None:
+        """Creates and builds ``towers``: one :class:`Tower` per task, ``tower_<task>``, on ``input_dim`` features."""
+        self.towers = []
+        for task in self._tasks:
+            tower = Tower(task.kind, self.tower_units, self.dropout, dtype=self.dtype_policy, name=f"tower_{task.name}")
+            tower.build((None, input_dim))
+            self.towers.append(tower)
+
+    def _apply_towers(self, inputs: Sequence[Any], training: bool) -> dict[str, Any]:
+        """``{task name: that task's tower on inputs[k]}``, ``inputs`` holding one tensor per task, in task order."""
+        return {t.name: tower(x, training=training) for t, tower, x in zip(self._tasks, self.towers, inputs)}
+
     def _feature_shapes(self) -> dict[str, tuple[None, int]]:
         widths = {NUMERIC: len(self._features.numeric), CATEGORICAL: len(self._features.categorical)}
         return {key: (None, widths[key]) for key in self._features.keys}
@@ -126,7 +148,11 @@ class MultiTaskModel(keras.Model):
 
     def _owners(self) -> list[tuple[keras.layers.Layer, str | None, str]]:
         self._ensure_built()
-        owners = [(self.input_block, None, EMBEDDING), *self._layer_owners()]
+        owners = [
+            (self.input_block, None, EMBEDDING),
+            *self._layer_owners(),
+            *((tower, t.name, DENSE) for t, tower in zip(self._tasks, self.towers)),
+        ]
         if len(self._tasks) == 1:
             # With one task nothing is used by two tasks: everything is that task's.
             owners = [(layer, self._tasks[0].name, group) for layer, _, group in owners]
@@ -135,7 +161,10 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------- subclass interface
 
     def _build_body(self, input_dim: int) -> None:
-        """Creates and builds every layer after the input block, which outputs ``input_dim`` features."""
+        """Creates and builds every layer after the input block (which outputs ``input_dim`` features), towers too.
+
+        The towers come last, from :meth:`_build_towers`, so that they are the last variables of the model.
+        """
         raise NotImplementedError
 
     def _forward(self, inputs: dict[str, Any], training: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -143,7 +172,7 @@ class MultiTaskModel(keras.Model):
         raise NotImplementedError
 
     def _layer_owners(self) -> list[tuple[keras.layers.Layer, str | None, str]]:
-        """``(layer, owning task name or None when shared, group)`` for every layer but the input block.
+        """``(layer, owning task name or None when shared, group)`` for every layer but the input block and towers.
 
         ``group`` (one of :data:`VARIABLE_GROUPS`) only matters for shared layers.
         """
@@ -158,6 +187,8 @@ class MultiTaskModel(keras.Model):
                 "features": self._features.to_dict(),
                 "tasks": [t.to_dict() for t in self._tasks],
                 "embedding_dim": self.embedding_dim,
+                "tower_units": self.tower_units,
+                "dropout": self.dropout,
             }
         )
         return config

@@ -11,6 +11,7 @@ from keras import ops
 from mtl_bench.models._validation import check_int
 from mtl_bench.models.experts import Experts
 from mtl_bench.models.gate import Gate, mix
+from mtl_bench.validation import check_bool
 
 
 @keras.saving.register_keras_serializable(package="mtl_bench")
@@ -31,10 +32,10 @@ class CGC(keras.layers.Layer):
     ``"shared_gate"`` (``(batch, T * num_task_experts + num_shared_experts)``).
 
     Args:
-        num_tasks: Number of tasks ``T``, >= 1.
-        num_task_experts: Experts per task, >= 1.
-        num_shared_experts: Shared experts, >= 1.
-        units: Output width of every expert, >= 1.
+        num_tasks: Number of tasks ``T``, in ``[1, 4096]``, as every count below.
+        num_task_experts: Experts per task.
+        num_shared_experts: Shared experts.
+        units: Output width of every expert.
         shared_gate: Whether to compute the shared output (all levels but the last).
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
     """
@@ -49,13 +50,12 @@ class CGC(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_tasks = check_int("num_tasks", num_tasks, 1)
-        self.num_task_experts = check_int("num_task_experts", num_task_experts, 1)
-        self.num_shared_experts = check_int("num_shared_experts", num_shared_experts, 1)
-        self.units = check_int("units", units, 1)
-        if not isinstance(shared_gate, bool):
-            raise ValueError(f"`shared_gate` must be a bool. Received: shared_gate={shared_gate!r}")
-        self.shared_gate = shared_gate
+        owner = type(self).__name__
+        self.num_tasks = check_int(owner, "num_tasks", num_tasks, 1)
+        self.num_task_experts = check_int(owner, "num_task_experts", num_task_experts, 1)
+        self.num_shared_experts = check_int(owner, "num_shared_experts", num_shared_experts, 1)
+        self.units = check_int(owner, "units", units, 1)
+        self.shared_gate = check_bool(owner, "shared_gate", shared_gate)
 
     def build(self, input_shape: Sequence[tuple[int | None, ...]]) -> None:
         if len(input_shape) != self.num_tasks + 1:

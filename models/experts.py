@@ -38,8 +38,8 @@ class Experts(keras.layers.Layer):
     Input shape ``(batch, input_dim)``; output shape ``(batch, num_experts, units)``.
 
     Args:
-        num_experts: Number of experts, >= 1.
-        units: Output width of each expert, >= 1.
+        num_experts: Number of experts, in ``[1, 4096]``.
+        units: Output width of each expert, in ``[1, 4096]``.
         activation: Activation applied to each expert's output.
         kernel_initializer: Initializer of one expert's ``(input_dim, units)`` kernel.
         bias_initializer: Initializer of one expert's bias.
@@ -56,8 +56,9 @@ class Experts(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_experts = check_int("num_experts", num_experts, 1)
-        self.units = check_int("units", units, 1)
+        owner = type(self).__name__
+        self.num_experts = check_int(owner, "num_experts", num_experts, 1)
+        self.units = check_int(owner, "units", units, 1)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)

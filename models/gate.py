@@ -30,7 +30,7 @@ class Gate(keras.layers.Layer):
     Input shape ``(batch, input_dim)``; output shape ``(batch, num_experts)``.
 
     Args:
-        num_experts: Number of experts the gate weights, >= 1.
+        num_experts: Number of experts the gate weights, in ``[1, 4096]``.
         kernel_initializer: Initializer of the ``(input_dim, num_experts)`` kernel.
         bias_initializer: Initializer of the ``(num_experts,)`` bias.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
@@ -44,7 +44,7 @@ class Gate(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_experts = check_int("num_experts", num_experts, 1)
+        self.num_experts = check_int(type(self).__name__, "num_experts", num_experts, 1)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 

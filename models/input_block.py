@@ -28,14 +28,15 @@ class InputBlock(keras.layers.Layer):
 
     Args:
         features: The feature spec (or its ``to_dict`` form).
-        embedding_dim: Width of each categorical column's embedding.
+        embedding_dim: Width of each categorical column's embedding, in ``[1, 4096]``.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
     """
 
     def __init__(self, features: FeatureSpec, embedding_dim: int = 8, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.features = as_feature_spec(features)
-        self.embedding_dim = check_int("embedding_dim", embedding_dim, 1)
+        owner = type(self).__name__
+        self.features = as_feature_spec(owner, features)
+        self.embedding_dim = check_int(owner, "embedding_dim", embedding_dim, 1)
         self.num_numeric = len(self.features.numeric)
         self.num_categorical = len(self.features.categorical)
         self.output_dim = self.num_numeric + self.num_categorical * self.embedding_dim

@@ -7,12 +7,12 @@ from typing import Any
 
 import keras
 
-from mtl_bench.models._validation import check_int, check_rate
+from mtl_bench.models._validation import check_int
 from mtl_bench.models.base import DENSE, GATE, MultiTaskModel
 from mtl_bench.models.experts import Experts
 from mtl_bench.models.gate import Gate, mix
-from mtl_bench.models.tower import Tower
 from mtl_bench.spec import FeatureSpec, Task
+from mtl_bench.validation import check_bool
 
 
 @keras.saving.register_keras_serializable(package="mtl_bench")
@@ -31,9 +31,9 @@ class MMoE(MultiTaskModel):
     Args:
         features: The feature spec.
         tasks: The tasks, one gate and one tower each.
-        num_experts: Number of experts, >= 1.
-        expert_units: Width of each expert, >= 1.
-        tower_units: Hidden width of each tower (0 = output unit only).
+        num_experts: Number of experts, in ``[1, 4096]``.
+        expert_units: Width of each expert, in ``[1, 4096]``.
+        tower_units: Hidden width of each tower, in ``[0, 4096]`` (0 = output unit only).
         embedding_dim: Width of each categorical embedding.
         dropout: Dropout rate in the towers, in ``[0, 1)``.
         shared_gate: One gate shared by every task (OMoE) instead of one per task.
@@ -53,14 +53,13 @@ class MMoE(MultiTaskModel):
         shared_gate: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(features, tasks, embedding_dim=embedding_dim, **kwargs)
-        self.num_experts = check_int("num_experts", num_experts, 1)
-        self.expert_units = check_int("expert_units", expert_units, 1)
-        self.tower_units = check_int("tower_units", tower_units, 0)
-        self.dropout = check_rate("dropout", dropout)
-        if not isinstance(shared_gate, bool):
-            raise ValueError(f"`shared_gate` must be a bool. Received: shared_gate={shared_gate!r}")
-        self.shared_gate = shared_gate
+        super().__init__(
+            features, tasks, embedding_dim=embedding_dim, tower_units=tower_units, dropout=dropout, **kwargs
+        )
+        owner = type(self).__name__
+        self.num_experts = check_int(owner, "num_experts", num_experts, 1)
+        self.expert_units = check_int(owner, "expert_units", expert_units, 1)
+        self.shared_gate = check_bool(owner, "shared_gate", shared_gate)
 
     def _build_body(self, input_dim: int) -> None:
         self.experts = Experts(self.num_experts, self.expert_units, dtype=self.dtype_policy, name="experts")
@@ -71,22 +70,14 @@ class MMoE(MultiTaskModel):
             gate = Gate(self.num_experts, dtype=self.dtype_policy, name=name)
             gate.build((None, input_dim))
             self.gate_layers.append(gate)
-        self.towers = []
-        for task in self.tasks:
-            tower = Tower(task.kind, self.tower_units, self.dropout, dtype=self.dtype_policy, name=f"tower_{task.name}")
-            tower.build((None, self.expert_units))
-            self.towers.append(tower)
+        self._build_towers(self.expert_units)
 
     def _forward(self, inputs: dict[str, Any], training: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         x = self.input_block(inputs)
         experts = self.experts(x)
         weights = [gate(x) for gate in self.gate_layers]
-        outputs, gates = {}, {}
-        for k, (task, tower) in enumerate(zip(self.tasks, self.towers)):
-            w = weights[0] if self.shared_gate else weights[k]
-            outputs[task.name] = tower(mix(w, experts), training=training)
-            gates[task.name] = w
-        return outputs, gates
+        gates = {t.name: weights[0] if self.shared_gate else weights[k] for k, t in enumerate(self.tasks)}
+        return self._apply_towers([mix(w, experts) for w in gates.values()], training), gates
 
     def _layer_owners(self) -> list[tuple[keras.layers.Layer, str | None, str]]:
         owners: list[tuple[keras.layers.Layer, str | None, str]] = [(self.experts, None, DENSE)]
@@ -94,7 +85,6 @@ class MMoE(MultiTaskModel):
             owners.append((self.gate_layers[0], None, GATE))
         else:
             owners.extend((gate, t.name, GATE) for t, gate in zip(self.tasks, self.gate_layers))
-        owners.extend((tower, t.name, DENSE) for t, tower in zip(self.tasks, self.towers))
         return owners
 
     def get_config(self) -> dict[str, Any]:
@@ -103,8 +93,6 @@ class MMoE(MultiTaskModel):
             {
                 "num_experts": self.num_experts,
                 "expert_units": self.expert_units,
-                "tower_units": self.tower_units,
-                "dropout": self.dropout,
                 "shared_gate": self.shared_gate,
             }
         )

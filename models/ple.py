@@ -7,11 +7,11 @@ from typing import Any
 
 import keras
 
-from mtl_bench.models._validation import check_int, check_rate
+from mtl_bench.models._validation import check_int
 from mtl_bench.models.base import DENSE, GATE, MultiTaskModel
 from mtl_bench.models.cgc import CGC
-from mtl_bench.models.tower import Tower
 from mtl_bench.spec import FeatureSpec, Task
+from mtl_bench.validation import fail
 
 SHARED = "shared"
 
@@ -47,10 +47,10 @@ class PLE(MultiTaskModel):
     Args:
         features: The feature spec.
         tasks: The tasks (none may be named ``"shared"``).
-        num_levels: Number of CGC levels, >= 1.
-        num_task_experts: Experts per task and level, >= 1.
-        num_shared_experts: Shared experts per level, >= 1.
-        expert_units: Width of every expert, >= 1.
+        num_levels: Number of CGC levels, in ``[1, 4096]``, as every count and width below.
+        num_task_experts: Experts per task and level.
+        num_shared_experts: Shared experts per level.
+        expert_units: Width of every expert.
         tower_units: Hidden width of each tower (0 = output unit only).
         embedding_dim: Width of each categorical embedding.
         dropout: Dropout rate in the towers, in ``[0, 1)``.
@@ -71,17 +71,16 @@ class PLE(MultiTaskModel):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(features, tasks, embedding_dim=embedding_dim, **kwargs)
+        super().__init__(
+            features, tasks, embedding_dim=embedding_dim, tower_units=tower_units, dropout=dropout, **kwargs
+        )
+        owner = type(self).__name__
         if SHARED in self.task_names:
-            raise ValueError(
-                f"PLE reserves the task name {SHARED!r} for its shared gates. Received: tasks={list(self.task_names)}"
-            )
-        self.num_levels = check_int("num_levels", num_levels, 1)
-        self.num_task_experts = check_int("num_task_experts", num_task_experts, 1)
-        self.num_shared_experts = check_int("num_shared_experts", num_shared_experts, 1)
-        self.expert_units = check_int("expert_units", expert_units, 1)
-        self.tower_units = check_int("tower_units", tower_units, 0)
-        self.dropout = check_rate("dropout", dropout)
+            raise fail(owner, "tasks", f"named other than {SHARED!r} (its shared gates' name)", list(self.task_names))
+        self.num_levels = check_int(owner, "num_levels", num_levels, 1)
+        self.num_task_experts = check_int(owner, "num_task_experts", num_task_experts, 1)
+        self.num_shared_experts = check_int(owner, "num_shared_experts", num_shared_experts, 1)
+        self.expert_units = check_int(owner, "expert_units", expert_units, 1)
 
     def _build_body(self, input_dim: int) -> None:
         num_tasks = len(self.tasks)
@@ -100,11 +99,7 @@ class PLE(MultiTaskModel):
             cgc.build([(None, width)] * (num_tasks + 1))
             self.levels.append(cgc)
             width = self.expert_units
-        self.towers = []
-        for task in self.tasks:
-            tower = Tower(task.kind, self.tower_units, self.dropout, dtype=self.dtype_policy, name=f"tower_{task.name}")
-            tower.build((None, self.expert_units))
-            self.towers.append(tower)
+        self._build_towers(self.expert_units)
 
     def _forward(self, inputs: dict[str, Any], training: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         x = self.input_block(inputs)
@@ -118,8 +113,7 @@ class PLE(MultiTaskModel):
             if "shared" in result:
                 shared_input = result["shared"]
                 gates[f"{SHARED}/level{level}"] = result["shared_gate"]
-        outputs = {t.name: tower(h, training=training) for t, tower, h in zip(self.tasks, self.towers, task_inputs)}
-        return outputs, gates
+        return self._apply_towers(task_inputs, training), gates
 
     def _layer_owners(self) -> list[tuple[keras.layers.Layer, str | None, str]]:
         owners: list[tuple[keras.layers.Layer, str | None, str]] = []
@@ -131,7 +125,6 @@ class PLE(MultiTaskModel):
             owners.append((cgc.shared_experts, None, DENSE))
             if cgc.shared_gate_layer is not None:
                 owners.append((cgc.shared_gate_layer, None, GATE))
-        owners.extend((tower, t.name, DENSE) for t, tower in zip(self.tasks, self.towers))
         return owners
 
     def get_config(self) -> dict[str, Any]:
@@ -142,8 +135,6 @@ class PLE(MultiTaskModel):
                 "num_task_experts": self.num_task_experts,
                 "num_shared_experts": self.num_shared_experts,
                 "expert_units": self.expert_units,
-                "tower_units": self.tower_units,
-                "dropout": self.dropout,
             }
         )
         return config

@@ -7,10 +7,10 @@ from typing import Any
 
 import keras
 
-from mtl_bench.models._validation import check_int, check_rate
+from mtl_bench.models._validation import check_int
 from mtl_bench.models.base import DENSE, MultiTaskModel
-from mtl_bench.models.tower import Tower
 from mtl_bench.spec import FeatureSpec, Task
+from mtl_bench.validation import check_choice
 
 # The default MMoE the shared bottom is matched against (Ma et al., KDD 2018, §5.1).
 MATCHED_NUM_EXPERTS = 8
@@ -57,10 +57,10 @@ class SharedBottom(MultiTaskModel):
     Args:
         features: The feature spec.
         tasks: The tasks, one tower each.
-        bottom_units: Width of the shared hidden layer; ``None`` = parameter-matched
+        bottom_units: Width of the shared hidden layer, in ``[1, 4096]``; ``None`` = parameter-matched
             to an MMoE of 8 experts of 16 units with the same input width, tasks
             and towers (:func:`matched_bottom_units`).
-        tower_units: Hidden width of each tower (0 = linear/sigmoid head only).
+        tower_units: Hidden width of each tower, in ``[0, 4096]`` (0 = linear/sigmoid head only).
         bottom_activation: Activation of the shared layer, one of
             :data:`BOTTOM_ACTIVATIONS`; ``"linear"`` makes it the narrow linear
             bottleneck of the planted suite (a one-unit ReLU can die).
@@ -81,15 +81,13 @@ class SharedBottom(MultiTaskModel):
         dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if bottom_activation not in BOTTOM_ACTIVATIONS:
-            raise ValueError(
-                f"`bottom_activation` must be one of {list(BOTTOM_ACTIVATIONS)}. Received: bottom_activation={bottom_activation!r}"
-            )
-        super().__init__(features, tasks, embedding_dim=embedding_dim, **kwargs)
+        owner = type(self).__name__
+        check_choice(owner, "bottom_activation", bottom_activation, BOTTOM_ACTIVATIONS)
+        super().__init__(
+            features, tasks, embedding_dim=embedding_dim, tower_units=tower_units, dropout=dropout, **kwargs
+        )
         self.bottom_activation = bottom_activation
-        self.bottom_units = None if bottom_units is None else check_int("bottom_units", bottom_units, 1)
-        self.tower_units = check_int("tower_units", tower_units, 0)
-        self.dropout = check_rate("dropout", dropout)
+        self.bottom_units = None if bottom_units is None else check_int(owner, "bottom_units", bottom_units, 1)
 
     @property
     def resolved_bottom_units(self) -> int:
@@ -102,21 +100,16 @@ class SharedBottom(MultiTaskModel):
         units = self.resolved_bottom_units
         self.bottom = keras.layers.Dense(units, activation=self.bottom_activation, dtype=self.dtype_policy, name="bottom")
         self.bottom.build((None, input_dim))
-        self.towers = []
-        for task in self.tasks:
-            tower = Tower(task.kind, self.tower_units, self.dropout, dtype=self.dtype_policy, name=f"tower_{task.name}")
-            tower.build((None, units))
-            self.towers.append(tower)
+        self._build_towers(units)
 
     def _forward(self, inputs: dict[str, Any], training: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         hidden = self.bottom(self.input_block(inputs))
-        return {t.name: tower(hidden, training=training) for t, tower in zip(self.tasks, self.towers)}, {}
+        return self._apply_towers([hidden] * len(self.tasks), training), {}
 
     def _layer_owners(self) -> list[tuple[keras.layers.Layer, str | None, str]]:
-        return [(self.bottom, None, DENSE), *((tower, t.name, DENSE) for t, tower in zip(self.tasks, self.towers))]
+        return [(self.bottom, None, DENSE)]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"bottom_units": self.bottom_units, "tower_units": self.tower_units,
-                       "bottom_activation": self.bottom_activation, "dropout": self.dropout})
+        config.update({"bottom_units": self.bottom_units, "bottom_activation": self.bottom_activation})
         return config

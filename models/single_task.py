@@ -9,6 +9,7 @@ import keras
 
 from mtl_bench.models.shared_bottom import SharedBottom
 from mtl_bench.spec import FeatureSpec, Task
+from mtl_bench.validation import fail
 
 
 @keras.saving.register_keras_serializable(package="mtl_bench")
@@ -51,6 +52,4 @@ class SingleTask(SharedBottom):
             **kwargs,
         )
         if len(self.tasks) != 1:
-            raise ValueError(
-                f"SingleTask takes exactly one task. Received: tasks={[t.name for t in self.tasks]}"
-            )
+            raise fail(type(self).__name__, "tasks", "exactly one task", list(self.task_names))

@@ -8,6 +8,7 @@ import keras
 
 from mtl_bench.models._validation import check_int, check_rate
 from mtl_bench.spec import TASK_KINDS
+from mtl_bench.validation import check_choice
 
 
 @keras.saving.register_keras_serializable(package="mtl_bench")
@@ -19,18 +20,17 @@ class Tower(keras.layers.Layer):
 
     Args:
         kind: The task kind, ``"binary"`` (sigmoid output) or ``"regression"`` (linear).
-        hidden_units: Width of the hidden layer; 0 = no hidden layer (and no dropout).
+        hidden_units: Width of the hidden layer, in ``[0, 4096]``; 0 = no hidden layer (and no dropout).
         dropout: Dropout rate after the hidden layer, in ``[0, 1)``.
         **kwargs: Base layer arguments (``name``, ``dtype``, ...).
     """
 
     def __init__(self, kind: str, hidden_units: int = 8, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if kind not in TASK_KINDS:
-            raise ValueError(f"`kind` must be one of {TASK_KINDS}. Received: kind={kind!r}")
-        self.kind = kind
-        self.hidden_units = check_int("hidden_units", hidden_units, 0)
-        self.dropout = check_rate("dropout", dropout)
+        owner = type(self).__name__
+        self.kind = check_choice(owner, "kind", kind, TASK_KINDS)
+        self.hidden_units = check_int(owner, "hidden_units", hidden_units, 0)
+        self.dropout = check_rate(owner, "dropout", dropout)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         width = input_shape[-1]

@@ -30,6 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mtl_bench.errors import UserInputError
+from mtl_bench.validation import check_choice, check_number, fail
+
 TaskKind = Literal["binary", "regression"]
 TASK_KINDS: tuple[str, ...] = ("binary", "regression")
 
@@ -68,36 +71,18 @@ class Task:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").isalnum():
-            raise ValueError(
-                f"Task name must be a non-empty identifier. Received: name={self.name!r}"
-            )
-        if self.kind not in TASK_KINDS:
-            raise ValueError(
-                f"Task {self.name!r}: kind must be one of {TASK_KINDS}. Received: kind={self.kind!r}"
-            )
+        if not isinstance(self.name, str) or not self.name.replace("_", "").isalnum():
+            raise fail("Task", "name", "a non-empty identifier", self.name)
+        owner = f"Task {self.name!r}"
+        check_choice(owner, "kind", self.kind, TASK_KINDS)
         loss, metric = _DEFAULTS[self.kind]
         if not self.loss:
             object.__setattr__(self, "loss", loss)
         if not self.metric:
             object.__setattr__(self, "metric", metric)
-        if self.loss not in LOSSES:
-            raise ValueError(
-                f"Task {self.name!r}: loss must be one of {sorted(LOSSES)}. Received: loss={self.loss!r}"
-            )
-        if self.metric not in METRIC_DIRECTIONS:
-            raise ValueError(
-                f"Task {self.name!r}: metric must be one of {sorted(METRIC_DIRECTIONS)}. "
-                f"Received: metric={self.metric!r}"
-            )
-        if self.kind == "regression" and self.metric != "mse":
-            raise ValueError(
-                f"Task {self.name!r}: a regression task is scored by 'mse'. Received: metric={self.metric!r}"
-            )
-        if not (self.weight >= 0 and np.isfinite(self.weight)):
-            raise ValueError(
-                f"Task {self.name!r}: weight must be a finite number >= 0. Received: weight={self.weight!r}"
-            )
+        check_choice(owner, "loss", self.loss, sorted(LOSSES))
+        check_choice(owner, "metric", self.metric, ("mse",) if self.kind == "regression" else sorted(METRIC_DIRECTIONS))
+        check_number(owner, "weight", self.weight, 0.0)  # kept as given, so that to_dict round-trips
 
     @property
     def higher_is_better(self) -> bool:
@@ -146,23 +131,21 @@ class FeatureSpec:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
         if not (len(self.numeric) == len(self.numeric_mean) == len(self.numeric_std)):
-            raise ValueError(
+            raise UserInputError(
                 "FeatureSpec: numeric, numeric_mean and numeric_std must have equal lengths. "
                 f"Received: {len(self.numeric)}, {len(self.numeric_mean)}, {len(self.numeric_std)}"
             )
         if len(self.categorical) != len(self.vocabulary_sizes):
-            raise ValueError(
+            raise UserInputError(
                 "FeatureSpec: categorical and vocabulary_sizes must have equal lengths. "
                 f"Received: {len(self.categorical)}, {len(self.vocabulary_sizes)}"
             )
         if not self.numeric and not self.categorical:
-            raise ValueError("FeatureSpec: at least one numeric or categorical feature is needed.")
+            raise UserInputError("FeatureSpec: at least one numeric or categorical feature is needed.")
         if any(not (s > 0) for s in self.numeric_std):
-            raise ValueError(f"FeatureSpec: numeric_std must be > 0. Received: {self.numeric_std}")
+            raise fail("FeatureSpec", "numeric_std", "positive", self.numeric_std)
         if any(int(v) < 2 for v in self.vocabulary_sizes):
-            raise ValueError(
-                f"FeatureSpec: vocabulary sizes must be >= 2 (id 0 is unknown). Received: {self.vocabulary_sizes}"
-            )
+            raise fail("FeatureSpec", "vocabulary_sizes", "integers >= 2 (id 0 is unknown)", self.vocabulary_sizes)
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -69,6 +69,13 @@ def check_number(
     return float(value)
 
 
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """``value`` when it is a ``bool`` (a numpy bool too; 0 and 1 are not)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(owner, name, "a bool", value)
+    return bool(value)
+
+
 def check_choice(owner: str, name: str, value: Any, choices: Collection[Any]) -> Any:
     """``value`` when it is one of ``choices``."""
     if value not in choices:

@@ -28,6 +28,13 @@ from mtl_bench.spec import CATEGORICAL, NUMERIC, FeatureSpec, Split, SuiteData, 
 
 STD_FLOOR = 1e-6
 
+# Upper bounds of the generated suites' sizes (checked with mtl_bench.validation). They catch a typo — an
+# extra zero or three — before a run allocates the data, not every combination of sizes that outgrows memory.
+MAX_ROWS = 10_000_000
+"""Rows of a split, impressions of a day, users, items, categories."""
+MAX_DIM = 4096
+"""Input and latent dimensions, sine terms, periods, days, scenarios, cohorts."""
+
 
 def fit_numeric(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each column of ``train`` (ignoring NaN); std < floor becomes 1."""
@@ -90,26 +97,6 @@ def random_split(
     n_test = int(round(test * n))
     n_val = int(round(validation * n))
     return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
-
-
-def check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise UserInputError(f"{name} must be a number in [0, 1). Received: {name}={value!r}")
-    return float(value)
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
-
-
-def check_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise UserInputError(f"{name} must be a number. Received: {name}={value!r}")
-    if not np.isfinite(value):
-        raise UserInputError(f"{name} must be finite. Received: {name}={value!r}")
-    return float(value)
 
 
 def assemble(

@@ -75,6 +75,7 @@ import pandas as pd
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import SuiteData, Task
 from mtl_bench.tasks import _common
+from mtl_bench.validation import check_choice, check_int
 
 NAME = "census-income"
 ENV_VAR = "MTL_BENCH_DATA"
@@ -142,10 +143,9 @@ def load(
     Raises:
         UserInputError: Unknown group, missing or corrupt files, failed download.
     """
-    if group not in GROUPS:
-        raise UserInputError(f"unknown census-income group {group!r}; valid groups: {sorted(GROUPS)}")
-    split_seed = _common.check_int("split_seed", split_seed, 0)
-    _common.check_int("seed", seed, 0)
+    check_choice(NAME, "group", group, sorted(GROUPS))
+    split_seed = check_int(NAME, "split_seed", split_seed, 0)
+    check_int(NAME, "seed", seed, 0)
     train_path, test_path = _locate(data_dir, cache_dir)
 
     test = _read(test_path)

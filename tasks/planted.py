@@ -58,6 +58,8 @@ import numpy as np
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import SuiteData, Task
 from mtl_bench.tasks import _common
+from mtl_bench.tasks._common import MAX_DIM, MAX_ROWS
+from mtl_bench.validation import check_choice, check_int, check_number, fail
 
 NAME = "planted"
 MECHANISMS: tuple[str, ...] = ("identical", "none", "conflict", "forgetting", "both", "delayed")
@@ -111,31 +113,28 @@ def load(
     Args:
         seed: Seed of every draw; each mechanism draws from its own streams.
         mechanism: One of :data:`MECHANISMS`.
-        dim: Input dimension ``d >= 2``.
+        dim: Input dimension ``d``, in ``[2, 4096]``.
         noise_std: Label noise of ``task1``.
         task2_noise_std: Label noise of ``task2`` (``identical`` uses ``noise_std``).
         delay: Share of the training periods, the most recent ones, without
             ``task1`` labels (``forgetting``, ``both``), in ``[0, 1)``.
-        periods: Number of training periods the log is read in, in time order.
-        train_rows, validation_rows, test_rows: Rows of each split.
+        periods: Number of training periods the log is read in, in time order, in ``[2, 4096]``.
+        train_rows, validation_rows, test_rows: Rows of each split, in ``[2, 10 000 000]``.
 
     Raises:
         UserInputError: For any invalid parameter.
     """
-    seed = _common.check_int("seed", seed, 0)
-    if mechanism not in MECHANISMS:
-        raise UserInputError(f"mechanism must be one of {list(MECHANISMS)}. Received: mechanism={mechanism!r}")
-    dim = _common.check_int("dim", dim, 2)
-    periods = _common.check_int("periods", periods, 2)
-    rows = {n: _common.check_int(n, v, 2) for n, v in
+    seed = check_int(NAME, "seed", seed, 0)
+    check_choice(NAME, "mechanism", mechanism, MECHANISMS)
+    dim = check_int(NAME, "dim", dim, 2, MAX_DIM)
+    periods = check_int(NAME, "periods", periods, 2, MAX_DIM)
+    rows = {n: check_int(NAME, n, v, 2, MAX_ROWS) for n, v in
             (("train_rows", train_rows), ("validation_rows", validation_rows), ("test_rows", test_rows))}
-    noise_std = _common.check_float("noise_std", noise_std)
-    task2_noise_std = _common.check_float("task2_noise_std", task2_noise_std)
-    if noise_std < 0 or task2_noise_std < 0:
-        raise UserInputError(f"noise_std and task2_noise_std must be >= 0. Received: {noise_std!r}, {task2_noise_std!r}")
-    delay = _common.check_fraction("delay", delay)
+    noise_std = check_number(NAME, "noise_std", noise_std, 0.0)
+    task2_noise_std = check_number(NAME, "task2_noise_std", task2_noise_std, 0.0)
+    delay = check_number(NAME, "delay", delay, 0.0, 1.0, high_open=True)
     if rows["train_rows"] < periods:
-        raise UserInputError(f"train_rows must be >= periods ({periods}). Received: train_rows={rows['train_rows']}")
+        raise fail(NAME, "train_rows", f"an integer >= periods ({periods})", rows["train_rows"])
 
     conflict, delayed = _PLANTS[mechanism]
     delayed_periods = int(np.floor(delay * periods + 0.5))  # round half up, the same for every periods

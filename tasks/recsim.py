@@ -54,25 +54,39 @@ of each split are in a seeded random order. ``meta`` holds ``day``,
 
 Features: categorical ``user_id``, ``item_id``, ``category`` (and ``scenario``
 with several scenarios) — real embedding tables — and numeric ``position``,
-``hour_sin``, ``hour_cos``, ``log_popularity`` and ``activity``.
+``hour_sin``, ``hour_cos``, ``log_popularity`` and ``activity``, from one
+:class:`Encoder`, which the policy experiment uses on the frames it simulates.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mtl_bench.errors import UserInputError
-from mtl_bench.spec import SuiteData, Task
+from mtl_bench.spec import CATEGORICAL, NUMERIC, FeatureSpec, Split, SuiteData, Task
 from mtl_bench.tasks import _common
+from mtl_bench.tasks._common import MAX_DIM, MAX_ROWS
+from mtl_bench.validation import check_choice, check_int, check_number, fail
 
 NAME = "recsim"
 BEHAVIOURS = ("click", "conversion", "like")
 POLICIES = ("random", "popularity", "model")
 MODEL_CANDIDATES = 20
+TASKS: tuple[Task, ...] = tuple(Task(name=b, label=b, kind="binary") for b in BEHAVIOURS)
+NUMERIC_COLUMNS: tuple[str, ...] = ("position", "hour_sin", "hour_cos", "log_popularity", "activity")
+# Categorical feature -> (column of the simulator's frames, parameter counting its values).
+CATEGORICAL_COLUMNS: dict[str, tuple[str, str]] = {
+    "user_id": ("user", "users"),
+    "item_id": ("item", "items"),
+    "category": ("category", "categories"),
+    "scenario": ("scenario", "scenarios"),  # a feature only with scenarios > 1
+}
+META_COLUMNS: tuple[str, ...] = ("day", "cohort", "user", "holdout", "uniform")
 LOGGING_WARMUP_DAYS = 3
 DEFAULTS: dict[str, Any] = {
     "relatedness": 0.5,
@@ -250,6 +264,116 @@ class Simulator:
         return frame
 
 
+class Encoder:
+    """Simulator impressions -> model features under one fixed feature spec: the suite's features.
+
+    It reads frames of :meth:`Simulator.outcomes` and :func:`simulate` (columns ``user, item, category,
+    scenario, position, hour, popularity, activity``) and gives the numeric features
+    :data:`NUMERIC_COLUMNS` (raw; the model normalises them with the spec's statistics) and the categorical
+    features of :data:`CATEGORICAL_COLUMNS` (``scenario`` only with ``scenarios > 1``). It is fitted one of
+    two ways, which give different numbers, so each caller keeps its own:
+
+    * :meth:`fit_vocabulary` (the suite, :func:`load`): the convention of every suite
+      (:mod:`~mtl_bench.tasks._common`): ids from vocabularies of the fitted rows, unseen values get 0;
+      statistics computed in float64 on the raw values.
+    * :meth:`fit_raw_ids` (the policy experiment): id = index + 1 for every user, item, category and
+      scenario of the world, so that an item the fitted rows never showed, which an on-policy arm may show
+      later, has an embedding row of its own; statistics of the float32 features.
+
+    Args:
+        spec: The feature spec the features follow.
+        vocabularies: Categorical feature -> its values in id order (ids from 1); ``None`` for raw ids.
+    """
+
+    def __init__(self, spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.spec = spec
+        self.vocabularies = None if vocabularies is None else {k: list(v) for k, v in vocabularies.items()}
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """One binary task per behaviour."""
+        return TASKS
+
+    @classmethod
+    def fit_vocabulary(
+        cls, frame: pd.DataFrame, params: Mapping[str, Any], rows: np.ndarray | None = None
+    ) -> Encoder:
+        """Vocabularies and numeric statistics fitted on ``rows`` of ``frame`` (default all), as every suite's.
+
+        Args:
+            frame: Impressions.
+            params: The world's parameters (``Simulator.params``).
+            rows: Positions of the rows to fit on (the training rows).
+        """
+        names = _categorical_features(params)
+        fitted = slice(None) if rows is None else np.asarray(rows)
+        mean, std = _common.fit_numeric(_numeric_values(frame)[fitted])
+        vocabularies = {}
+        for name in names:
+            values = _common.as_category_strings(frame[CATEGORICAL_COLUMNS[name][0]])
+            vocabularies[name] = _common.build_vocabulary(values.iloc[fitted])
+        spec = FeatureSpec(
+            numeric=NUMERIC_COLUMNS,
+            numeric_mean=tuple(float(m) for m in mean),
+            numeric_std=tuple(float(s) for s in std),
+            categorical=names,
+            vocabulary_sizes=tuple(len(v) + 1 for v in vocabularies.values()),
+        )
+        return cls(spec, vocabularies)
+
+    @classmethod
+    def fit_raw_ids(cls, frame: pd.DataFrame, params: Mapping[str, Any]) -> Encoder:
+        """Raw ids over the whole world; numeric statistics of ``frame``'s float32 features."""
+        names = _categorical_features(params)
+        numeric = _numeric_values(frame).astype(np.float32)
+        spec = FeatureSpec(
+            numeric=NUMERIC_COLUMNS,
+            numeric_mean=tuple(float(m) for m in numeric.mean(axis=0)),
+            numeric_std=tuple(float(s) if s > _common.STD_FLOOR else 1.0 for s in numeric.std(axis=0)),
+            categorical=names,
+            vocabulary_sizes=tuple(params[CATEGORICAL_COLUMNS[name][1]] + 1 for name in names),
+        )
+        return cls(spec)
+
+    def features(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The feature dict of ``frame``'s rows (see :mod:`mtl_bench.spec`)."""
+        ids = []
+        for name in self.spec.categorical:
+            values = frame[CATEGORICAL_COLUMNS[name][0]]
+            if self.vocabularies is None:
+                ids.append(values + 1)
+            else:
+                ids.append(_common.encode_categorical(values, self.vocabularies[name]))
+        return {
+            NUMERIC: _numeric_values(frame).astype(np.float32),
+            CATEGORICAL: np.column_stack(ids).astype(np.int32),
+        }
+
+    def split(self, frame: pd.DataFrame) -> Split:
+        """``frame``'s rows as a split: features, one label per behaviour, and the :data:`META_COLUMNS` it has."""
+        return Split(
+            self.features(frame),
+            {b: frame[b].to_numpy(np.float32) for b in BEHAVIOURS},
+            {k: frame[k].to_numpy(np.int32) for k in META_COLUMNS if k in frame.columns},
+        )
+
+
+def _categorical_features(params: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(name for name in CATEGORICAL_COLUMNS if name != "scenario" or params["scenarios"] > 1)
+
+
+def _numeric_values(frame: pd.DataFrame) -> np.ndarray:
+    """``(n, len(NUMERIC_COLUMNS))`` float64 values."""
+    hour = frame["hour"].to_numpy(np.float64)
+    return np.column_stack([
+        frame["position"].to_numpy(np.float64),
+        np.sin(2 * np.pi * hour / 24),
+        np.cos(2 * np.pi * hour / 24),
+        np.log(frame["popularity"].to_numpy()),
+        frame["activity"].to_numpy(),
+    ])
+
+
 def simulate(seed: int = 0, **params: Any) -> World:
     """Draws the world and its impression log under the logging policy (see the module docstring).
 
@@ -317,17 +441,6 @@ def load(
     train_idx = rng.permutation(np.flatnonzero(day < first_validation))
     val_idx = rng.permutation(np.flatnonzero((day >= first_validation) & (day < p["days"] - p["test_days"])))
     test_idx = rng.permutation(np.flatnonzero(day >= p["days"] - p["test_days"]))
-    categorical = {"user_id": log["user"], "item_id": log["item"], "category": log["category"]}
-    if p["scenarios"] > 1:
-        categorical["scenario"] = log["scenario"]
-    hour = log["hour"].to_numpy(np.float64)
-    numeric = {
-        "position": log["position"].to_numpy(np.float64),
-        "hour_sin": np.sin(2 * np.pi * hour / 24),
-        "hour_cos": np.cos(2 * np.pi * hour / 24),
-        "log_popularity": np.log(log["popularity"].to_numpy()),
-        "activity": log["activity"].to_numpy(),
-    }
     variant = {"relatedness": p["relatedness"]}
     variant.update({k: v for k, v in p.items() if k != "relatedness" and v != DEFAULTS[k]})
     notes = [
@@ -338,16 +451,17 @@ def load(
     if p["holdout_cohort"] >= 0:
         notes.append(f"recsim: cohort {p['holdout_cohort']} held out of training from day {p['holdout_day']}, "
                      "its interest drift switched off")
-    return _common.assemble(
+    encoder = Encoder.fit_vocabulary(log, p, rows=train_idx)
+    rows = encoder.split(log)
+    return SuiteData(
         name=NAME,
         variant=variant,
-        tasks=tuple(Task(name=b, label=b, kind="binary") for b in BEHAVIOURS),
-        labels={b: log[b].to_numpy() for b in BEHAVIOURS},
-        splits=(train_idx, val_idx, test_idx),
-        numeric=numeric,
-        categorical=categorical,
-        notes=notes,
-        meta={k: log[k].to_numpy(np.int32) for k in ("day", "cohort", "user", "holdout", "uniform")},
+        features=encoder.spec,
+        tasks=encoder.tasks,
+        train=rows.take(train_idx),
+        validation=rows.take(val_idx),
+        test=rows.take(test_idx),
+        notes=tuple(notes),
     )
 
 
@@ -356,37 +470,27 @@ def _check(p: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise UserInputError(f"recsim has no parameter(s) {unknown}; valid parameters: {sorted(DEFAULTS)}")
     out = dict(p)
-    for name in ("users", "items", "categories", "latent_dim", "impressions_per_day", "cohorts", "scenarios"):
-        out[name] = _common.check_int(name, p[name], 1)
-    out["days"] = _common.check_int("days", p["days"], 3)
+    for name in ("users", "items", "categories", "impressions_per_day"):
+        out[name] = check_int(NAME, name, p[name], 1, MAX_ROWS)
+    for name in ("latent_dim", "cohorts", "scenarios"):
+        out[name] = check_int(NAME, name, p[name], 1, MAX_DIM)
+    out["days"] = check_int(NAME, "days", p["days"], 3, MAX_DIM)
     for name in ("validation_days", "test_days"):
-        out[name] = _common.check_int(name, p[name], 1)
+        out[name] = check_int(NAME, name, p[name], 1, MAX_DIM)
     if out["validation_days"] + out["test_days"] >= out["days"]:
         raise UserInputError(
             f"recsim needs training days: validation_days + test_days must be < days. "
             f"Received: days={out['days']}, validation_days={out['validation_days']}, test_days={out['test_days']}"
         )
-    for name in ("relatedness", "scenario_similarity"):
-        value = _common.check_float(name, p[name])
-        if not 0 <= value <= 1:
-            raise UserInputError(f"{name} must be in [0, 1]. Received: {name}={p[name]!r}")
-        out[name] = value
-    out["drift"] = _common.check_float("drift", p["drift"])
-    if not 0 <= out["drift"] <= 1:
-        raise UserInputError(f"drift must be in [0, 1]. Received: drift={p['drift']!r}")
-    out["popularity_skew"] = _common.check_float("popularity_skew", p["popularity_skew"])
-    if out["popularity_skew"] < 0:
-        raise UserInputError(f"popularity_skew must be >= 0. Received: popularity_skew={p['popularity_skew']!r}")
-    if p["policy"] not in POLICIES:
-        raise UserInputError(f"policy must be one of {list(POLICIES)}. Received: policy={p['policy']!r}")
-    out["holdout_cohort"] = _common.check_int("holdout_cohort", p["holdout_cohort"], -1)
+    for name in ("relatedness", "scenario_similarity", "drift"):
+        out[name] = check_number(NAME, name, p[name], 0.0, 1.0)
+    out["popularity_skew"] = check_number(NAME, "popularity_skew", p["popularity_skew"], 0.0)
+    check_choice(NAME, "policy", p["policy"], POLICIES)
+    out["holdout_cohort"] = check_int(NAME, "holdout_cohort", p["holdout_cohort"], -1)
     if out["holdout_cohort"] >= out["cohorts"]:
-        raise UserInputError(
-            f"holdout_cohort must be -1 (none) or a cohort in [0, {out['cohorts'] - 1}]. "
-            f"Received: holdout_cohort={p['holdout_cohort']!r}"
-        )
-    out["holdout_day"] = _common.check_int("holdout_day", p["holdout_day"], 0)
-    out["uniform_rows_per_day"] = _common.check_int("uniform_rows_per_day", p["uniform_rows_per_day"], 0)
+        raise fail(NAME, "holdout_cohort", f"-1 (none) or a cohort in [0, {out['cohorts'] - 1}]", p["holdout_cohort"])
+    out["holdout_day"] = check_int(NAME, "holdout_day", p["holdout_day"], 0)
+    out["uniform_rows_per_day"] = check_int(NAME, "uniform_rows_per_day", p["uniform_rows_per_day"], 0, MAX_ROWS)
     if out["holdout_cohort"] >= 0 and out["cohorts"] < 2:
-        raise UserInputError(f"a held-out cohort needs cohorts >= 2 (others must keep training). Received: cohorts={p['cohorts']!r}")
+        raise fail(NAME, "cohorts", "an integer >= 2 with a held-out cohort (others must keep training)", p["cohorts"])
     return out

@@ -41,6 +41,8 @@ import numpy as np
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import SuiteData, Task
 from mtl_bench.tasks import _common
+from mtl_bench.tasks._common import MAX_DIM, MAX_ROWS
+from mtl_bench.validation import check_int, check_number, fail
 
 NAME = "synthetic"
 DEFAULTS: dict[str, Any] = {
@@ -83,11 +85,12 @@ def load(
             positive semi-definite, unit diagonal) instead of ``correlation``;
             ``T`` is then its size and ``num_tasks`` must match or be left at 2.
         num_tasks: Number of tasks ``T >= 2``.
-        dim: Input dimension ``d >= T``.
+        dim: Input dimension ``d >= T``, at most :data:`~mtl_bench.tasks._common.MAX_DIM` (4096).
         scale: ``c``, the norm of every weight vector (> 0).
-        num_sines: ``m``, the number of sine terms (>= 0).
+        num_sines: ``m``, the number of sine terms (>= 0, at most 4096).
         noise_std: Standard deviation of the label noise (>= 0).
-        train_rows, validation_rows, test_rows: Rows of each split (> 0).
+        train_rows, validation_rows, test_rows: Rows of each split (> 0, at most
+            :data:`~mtl_bench.tasks._common.MAX_ROWS`, 10 000 000).
 
     Returns:
         The suite; ``variant`` is ``{"correlation": p}`` (or
@@ -97,18 +100,14 @@ def load(
     Raises:
         UserInputError: For any invalid parameter.
     """
-    seed = _common.check_int("seed", seed, 0)
-    num_tasks = _common.check_int("num_tasks", num_tasks, 2)
-    dim = _common.check_int("dim", dim, 1)
-    num_sines = _common.check_int("num_sines", num_sines, 0)
-    rows = {n: _common.check_int(n, v, 1) for n, v in
+    seed = check_int(NAME, "seed", seed, 0)
+    num_tasks = check_int(NAME, "num_tasks", num_tasks, 2, MAX_DIM)
+    dim = check_int(NAME, "dim", dim, 1, MAX_DIM)
+    num_sines = check_int(NAME, "num_sines", num_sines, 0, MAX_DIM)
+    rows = {n: check_int(NAME, n, v, 1, MAX_ROWS) for n, v in
             (("train_rows", train_rows), ("validation_rows", validation_rows), ("test_rows", test_rows))}
-    scale = _common.check_float("scale", scale)
-    if scale <= 0:
-        raise UserInputError(f"scale must be > 0. Received: scale={scale!r}")
-    noise_std = _common.check_float("noise_std", noise_std)
-    if noise_std < 0:
-        raise UserInputError(f"noise_std must be >= 0. Received: noise_std={noise_std!r}")
+    scale = check_number(NAME, "scale", scale, 0.0, low_open=True)
+    noise_std = check_number(NAME, "noise_std", noise_std, 0.0)
 
     if correlation_matrix is not None:
         if correlation != DEFAULTS["correlation"]:
@@ -118,22 +117,16 @@ def load(
             )
         matrix = _check_matrix(correlation_matrix)
         if num_tasks not in (DEFAULTS["num_tasks"], len(matrix)):
-            raise UserInputError(
-                f"num_tasks must equal the size of correlation_matrix ({len(matrix)}). Received: num_tasks={num_tasks}"
-            )
+            raise fail(NAME, "num_tasks", f"the size of correlation_matrix ({len(matrix)})", num_tasks)
         num_tasks = len(matrix)
     else:
-        correlation = _common.check_float("correlation", correlation)
+        # The matrix with off-diagonal p is positive semi-definite for p >= -1/(T-1).
         lower = max(-1.0, -1.0 / (num_tasks - 1))
-        if not lower - _PSD_TOL <= correlation <= 1.0:
-            raise UserInputError(
-                f"correlation must be in [{lower:g}, 1] for num_tasks={num_tasks} "
-                f"(a valid correlation matrix). Received: correlation={correlation!r}"
-            )
+        correlation = check_number(f"{NAME} (num_tasks={num_tasks})", "correlation", correlation, lower - _PSD_TOL, 1.0)
         matrix = np.full((num_tasks, num_tasks), correlation)
         np.fill_diagonal(matrix, 1.0)
     if dim < num_tasks:
-        raise UserInputError(f"dim must be >= num_tasks ({num_tasks}). Received: dim={dim}")
+        raise fail(NAME, "dim", f"an integer >= num_tasks ({num_tasks})", dim)
 
     weights, alpha, beta, x, noise = _draw(seed, matrix, dim, scale, num_sines, sum(rows.values()))
     projections = x @ weights.T  # (n, T): w_kᵀx
@@ -213,13 +206,13 @@ def _check_matrix(value: Any) -> np.ndarray:
     except (TypeError, ValueError):
         matrix = None
     if matrix is None or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
-        raise UserInputError(f"correlation_matrix must be a square T × T list of lists with T >= 2. Received: {value!r}")
+        raise fail(NAME, "correlation_matrix", "a square T × T list of lists with T >= 2", value)
     if not np.isfinite(matrix).all() or np.abs(matrix).max() > 1 + _PSD_TOL:
-        raise UserInputError(f"correlation_matrix entries must be finite and in [-1, 1]. Received: {value!r}")
+        raise fail(NAME, "correlation_matrix", "a matrix of finite entries in [-1, 1]", value)
     if not np.allclose(np.diag(matrix), 1.0, atol=1e-9):
-        raise UserInputError(f"correlation_matrix must have a unit diagonal. Received: {value!r}")
+        raise fail(NAME, "correlation_matrix", "a matrix with a unit diagonal", value)
     if not np.allclose(matrix, matrix.T, atol=1e-9):
-        raise UserInputError(f"correlation_matrix must be symmetric. Received: {value!r}")
+        raise fail(NAME, "correlation_matrix", "symmetric", value)
     if np.linalg.eigvalsh(matrix).min() < -1e-8:
-        raise UserInputError(f"correlation_matrix must be positive semi-definite. Received: {value!r}")
+        raise fail(NAME, "correlation_matrix", "positive semi-definite", value)
     return matrix

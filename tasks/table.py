@@ -57,6 +57,7 @@ import pandas as pd
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import TASK_KINDS, SuiteData, Task
 from mtl_bench.tasks import _common
+from mtl_bench.validation import check_choice, check_int, check_number
 
 NAME = "table"
 SPLITS = ("train", "validation", "test")
@@ -83,7 +84,7 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
     """
     if not table:
         raise UserInputError("suite 'table' needs the parameter table = \"<path to a TOML file>\"")
-    _common.check_int("seed", seed, 0)
+    check_int(NAME, "seed", seed, 0)
     toml_path = Path(table).expanduser()
     if not toml_path.is_file():
         raise UserInputError(f"table description not found: {toml_path}")
@@ -128,8 +129,8 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
         raise UserInputError(f"{where}: column {both[0]!r} is listed as both numeric and categorical")
     max_vocabulary = features_cfg.get("max_vocabulary")
     if max_vocabulary is not None:
-        max_vocabulary = _common.check_int("features.max_vocabulary", max_vocabulary, 1)
-    min_count = _common.check_int("features.min_count", features_cfg.get("min_count", 1), 1)
+        max_vocabulary = check_int(where, "features.max_vocabulary", max_vocabulary, 1)
+    min_count = check_int(where, "features.min_count", features_cfg.get("min_count", 1), 1)
     for column in (*numeric_cols, *categorical_cols):
         _require_column(frame, column, file_name)
 
@@ -250,14 +251,11 @@ def _task(
     if "kind" not in cfg:
         raise UserInputError(f"{where}: {place} needs kind; valid kinds: {list(TASK_KINDS)}")
     column, kind = cfg["label"], cfg["kind"]
-    if kind not in TASK_KINDS:
-        raise UserInputError(f"{where}: {place} has unknown kind {kind!r}; valid kinds: {list(TASK_KINDS)}")
+    check_choice(where, f"{place}.kind", kind, TASK_KINDS)
     _require_column(frame, column, file_name)
     if column in feature_cols:
         raise UserInputError(f"{where}: label column {column!r} of {place} is also a feature")
-    weight = cfg.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (np.isfinite(weight) and weight >= 0):
-        raise UserInputError(f"{where}: {place}.weight must be a finite number >= 0. Received: weight={weight!r}")
+    weight = check_number(where, f"{place}.weight", cfg.get("weight", 1.0), 0.0)
 
     series = frame[column]
     missing = int(series.isna().sum())
@@ -277,9 +275,7 @@ def _task(
                 raise UserInputError(f"{where}: {place}.positive must be a non-empty list of values. Received: {positive!r}")
             label = series.astype(str).isin([str(v) for v in positive]).to_numpy()
         elif "threshold" in cfg:
-            threshold = cfg["threshold"]
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-                raise UserInputError(f"{where}: {place}.threshold must be a number. Received: {threshold!r}")
+            threshold = check_number(where, f"{place}.threshold", cfg["threshold"])
             label = _numeric_column(series, column, file_name) > threshold
         else:
             text = series.astype(str).str.strip().str.lower()
@@ -323,17 +319,17 @@ def _split(
             raise UserInputError(
                 f"split column {column!r} in {file_name} has value {unknown[0]!r}; valid values: {list(SPLITS)}"
             )
-        seed = _common.check_int("split.seed", cfg.get("seed", 0), 0)
+        seed = check_int(where, "split.seed", cfg.get("seed", 0), 0)
         rng = np.random.default_rng(seed)
         splits = tuple(rng.permutation(np.flatnonzero(values == s)) for s in SPLITS)
         return splits, f"split given by column {column!r} of {file_name}"
-    validation = _common.check_fraction("split.validation", cfg.get("validation", 0.1))
-    test = _common.check_fraction("split.test", cfg.get("test", 0.1))
+    validation = check_number(where, "split.validation", cfg.get("validation", 0.1), 0.0, 1.0, high_open=True)
+    test = check_number(where, "split.test", cfg.get("test", 0.1), 0.0, 1.0, high_open=True)
     if validation + test >= 1:
         raise UserInputError(
             f"{where}: split.validation + split.test must be < 1. Received: {validation} + {test}"
         )
-    seed = _common.check_int("split.seed", cfg.get("seed", 0), 0)
+    seed = check_int(where, "split.seed", cfg.get("seed", 0), 0)
     splits = _common.random_split(n, validation, test, seed)
     train_frac = 1 - validation - test
     return splits, (

@@ -20,6 +20,7 @@ from mtl_bench.engine import metrics as metrics_lib
 from mtl_bench.remedies.combination import LossCombination, Static
 from mtl_bench.remedies.anchors import ForgettingAid
 from mtl_bench.spec import Split, Task
+from mtl_bench.validation import check_number, fail
 
 PREDICT_BATCH = 8192
 
@@ -127,7 +128,7 @@ class Trainer:
     Args:
         model: A model mapping a feature dict to ``{task_name: prediction}``.
         tasks: The tasks whose losses are optimised.
-        learning_rate: Adam learning rate.
+        learning_rate: Adam learning rate, a finite number > 0.
         variables: Variables to update; default all trainable variables.
         loss_weights: Per-task static weight; default each task's ``weight``.
         combination: How the task losses (and, for gradient methods, their
@@ -157,18 +158,17 @@ class Trainer:
         jit_compile: bool = False,
     ) -> None:
         if not tasks:
-            raise ValueError("Trainer needs at least one task. Received: tasks=()")
+            raise fail("Trainer", "tasks", "a non-empty sequence of Task", tasks)
         self.model = model
         self.tasks = tuple(tasks)
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = check_number("Trainer", "learning_rate", learning_rate, 0.0, low_open=True)
         self._variables = list(variables) if variables is not None else None
         weights = loss_weights or {t.name: t.weight for t in self.tasks}
         self.loss_weights = [float(weights[t.name]) for t in self.tasks]
         self.combination = combination if combination is not None else Static()
         if jit_compile and not self.combination.jit_compatible:
-            raise ValueError(
-                f"Trainer: {type(self.combination).__name__} cannot run under jit_compile. Received: jit_compile=True"
-            )
+            method = type(self.combination).__name__
+            raise fail("Trainer", "jit_compile", f"False with {method}, which XLA cannot compile", jit_compile)
         self.combination.build(self.tasks, self.loss_weights, seed)
         self.aid = aid if aid is not None and aid.active else None
         self._loss_fns = [t.loss_fn() for t in self.tasks]

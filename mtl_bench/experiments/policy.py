@@ -58,7 +58,7 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.remedies.anchors import kl_divergence
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.engine.regimes import pretrain_last_day
-from mtl_bench.spec import CATEGORICAL, NUMERIC, FeatureSpec, Split, Task
+from mtl_bench.spec import Split
 from mtl_bench.tasks import recsim
 from mtl_bench.engine.training import Trainer, predict
 
@@ -66,46 +66,6 @@ ARMS: tuple[str, ...] = ("logged", "on-policy", "reinforce")
 CANDIDATES = 20
 EVAL_ROWS = 4000
 PROBE_ROWS = 2000
-NUMERIC_COLUMNS = ("position", "hour_sin", "hour_cos", "log_popularity", "activity")
-
-
-class Encoder:
-    """Simulator frames -> model features with one fixed feature spec (ids are raw index + 1)."""
-
-    def __init__(self, sim: recsim.Simulator, fit_on: pd.DataFrame) -> None:
-        p = sim.params
-        self.scenarios = p["scenarios"] > 1
-        numeric = self._numeric(fit_on)
-        categorical = ["user_id", "item_id", "category"] + (["scenario"] if self.scenarios else [])
-        sizes = [p["users"] + 1, p["items"] + 1, p["categories"] + 1] + ([p["scenarios"] + 1] if self.scenarios else [])
-        std = numeric.std(axis=0)
-        self.spec = FeatureSpec(
-            numeric=NUMERIC_COLUMNS,
-            numeric_mean=tuple(float(m) for m in numeric.mean(axis=0)),
-            numeric_std=tuple(float(s) if s > 1e-6 else 1.0 for s in std),
-            categorical=tuple(categorical),
-            vocabulary_sizes=tuple(sizes),
-        )
-        self.tasks = tuple(Task(name=b, label=b, kind="binary") for b in recsim.BEHAVIOURS)
-
-    @staticmethod
-    def _numeric(frame: pd.DataFrame) -> np.ndarray:
-        hour = frame["hour"].to_numpy(np.float64)
-        return np.column_stack([
-            frame["position"].to_numpy(np.float64), np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24),
-            np.log(frame["popularity"].to_numpy()), frame["activity"].to_numpy(),
-        ]).astype(np.float32)
-
-    def features(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        ids = [frame["user"] + 1, frame["item"] + 1, frame["category"] + 1] + ([frame["scenario"] + 1] if self.scenarios else [])
-        return {NUMERIC: self._numeric(frame), CATEGORICAL: np.column_stack(ids).astype(np.int32)}
-
-    def split(self, frame: pd.DataFrame) -> Split:
-        return Split(
-            self.features(frame),
-            {b: frame[b].to_numpy(np.float32) for b in recsim.BEHAVIOURS},
-            {k: frame[k].to_numpy(np.int32) for k in ("day", "cohort", "user", "holdout")},
-        )
 
 
 def _candidate_frame(sim: recsim.Simulator, slots: dict[str, np.ndarray], candidates: np.ndarray) -> pd.DataFrame:
@@ -195,7 +155,7 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
     # Pre-training: days 0..D0 of logging-policy impressions; a random-policy sample of day D0 selects the epoch.
     sim = simulator()
     pretrain, selection, probe_frame = _prefix(sim, last_pretrain, per_day)
-    encoder = Encoder(sim, pretrain)
+    encoder = recsim.Encoder.fit_raw_ids(pretrain, sim.params)
     keras.utils.set_random_seed(seed)
     base = ARCHITECTURES[arch](features=encoder.spec, tasks=encoder.tasks, **config.arch_params.get(arch, {}))
     trainer = Trainer(base, encoder.tasks, learning_rate=config.learning_rate, seed=seed)
@@ -352,4 +312,4 @@ def describe(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ARMS", "CANDIDATES", "Encoder", "run", "run_arms", "summarize"]
+__all__ = ["ARMS", "CANDIDATES", "run", "run_arms", "summarize"]

@@ -32,20 +32,14 @@ tensors with each batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from mtl_bench.schema import PROB_EPS
+from mtl_bench.schema import JOINT, PROB_EPS, SEQUENTIAL
 from mtl_bench.spec import Split, Task
-
-
-def _check_weight(owner: str, name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f"{owner}: {name} must be a finite number > 0. Received: {name}={value!r}")
-    return float(value)
+from mtl_bench.validation import check_number
 
 
 class ForgettingAid:
@@ -58,10 +52,10 @@ class ForgettingAid:
 
     name: str = ""
     needs_anchor: bool = False
-    applies_to: tuple[str, ...] = ("joint", "sequential")
+    applies_to: tuple[str, ...] = (JOINT, SEQUENTIAL)
 
     def __init__(self, weight: float = 1.0) -> None:
-        self.weight = _check_weight(type(self).__name__, "weight", weight)
+        self.weight = check_number(type(self).__name__, "weight", weight, 0.0, low_open=True)
         self.protected: tuple[Task, ...] = ()
         self.refresh_each_epoch = False
         self._predict: Callable[[], dict[str, np.ndarray]] | None = None
@@ -198,13 +192,11 @@ class Replay(ForgettingAid):
     """
 
     name = "replay"
-    applies_to = ("sequential",)
+    applies_to = (SEQUENTIAL,)
 
     def __init__(self, share: float = 0.1, weight: float = 1.0) -> None:
         super().__init__(weight)
-        self.share = _check_weight("Replay", "share", share)
-        if self.share > 1:
-            raise ValueError(f"Replay: share must be in (0, 1]. Received: share={share!r}")
+        self.share = check_number("Replay", "share", share, 0.0, 1.0, low_open=True)
 
     def bind(self, protected, train, predict, *, refresh_each_epoch, seed) -> None:
         super().bind(protected, train, predict, refresh_each_epoch=False, seed=seed)

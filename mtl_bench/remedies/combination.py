@@ -32,6 +32,7 @@ import tensorflow as tf
 from scipy import optimize
 
 from mtl_bench.spec import Task
+from mtl_bench.validation import check_number
 
 
 class LossCombination:
@@ -179,9 +180,7 @@ class GradVac(LossCombination):
 
     def __init__(self, beta: float = 0.01) -> None:
         super().__init__()
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta <= 1:
-            raise ValueError(f"GradVac: beta must be in (0, 1]. Received: beta={beta!r}")
-        self.beta = float(beta)
+        self.beta = check_number("GradVac", "beta", beta, 0.0, 1.0, low_open=True)
 
     def build(self, tasks: Sequence[Task], weights: Sequence[float], seed: int = 0) -> None:
         super().build(tasks, weights, seed)
@@ -262,9 +261,7 @@ class CAGrad(LossCombination):
 
     def __init__(self, alpha: float = 0.5) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < math.inf:
-            raise ValueError(f"CAGrad: alpha must be a finite number >= 0. Received: alpha={alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number("CAGrad", "alpha", alpha, 0.0)
 
     def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
         g = _weighted(tf.cast(gram, tf.float32), self.weights)

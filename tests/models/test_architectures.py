@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from mtl_bench.models import ARCHITECTURES, MMoE, MultiTaskModel, OMoE, PLE, SharedBottom, SingleTask
+from mtl_bench.errors import UserInputError
 from mtl_bench.spec import FeatureSpec, Task
 
 # (architecture, constructor arguments); small widths keep the suite fast.
@@ -389,6 +390,10 @@ BAD_ARGUMENTS: list[tuple[str, dict]] = [
     ("ple", {"num_task_experts": 0}),
     ("ple", {"num_shared_experts": 0}),
     ("ple", {"expert_units": 0}),
+    ("mmoe", {"num_experts": 100_000_000}),  # once hung a run allocating the experts' kernel
+    ("ple", {"expert_units": 4097}),
+    ("shared_bottom", {"bottom_units": 10**9}),
+    ("mmoe", {"embedding_dim": 5000}),
 ]
 
 
@@ -397,6 +402,28 @@ def test_bad_hyper_parameters_raise(arch: str, kwargs: dict, spec, tasks) -> Non
     tasks = tasks[:1] if arch == "single_task" else tasks
     with pytest.raises(ValueError, match="Received:"):
         ARCHITECTURES[arch](features=spec, tasks=tasks, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda spec, tasks: MMoE(spec, tasks, num_experts=0),
+         "MMoE: num_experts must be an integer in [1, 4096]. Received: num_experts=0"),
+        (lambda spec, tasks: OMoE(spec, tasks, num_experts=4097),
+         "OMoE: num_experts must be an integer in [1, 4096]. Received: num_experts=4097"),
+        (lambda spec, tasks: PLE(spec, tasks, dropout=1.0), "PLE: dropout must be a number in [0, 1). Received: dropout=1.0"),
+        (lambda spec, tasks: SharedBottom(spec, tasks, tower_units=-1),
+         "SharedBottom: tower_units must be an integer in [0, 4096]. Received: tower_units=-1"),
+        (lambda spec, tasks: SharedBottom(spec, tasks, bottom_activation="gelu"),
+         "SharedBottom: bottom_activation must be one of ['relu', 'linear', 'tanh']. Received: bottom_activation='gelu'"),
+        (lambda spec, tasks: MMoE(spec, tasks, shared_gate=1), "MMoE: shared_gate must be a bool. Received: shared_gate=1"),
+        (lambda spec, tasks: SingleTask(spec, tasks), "SingleTask: tasks must be exactly one task. Received: tasks="),
+    ],
+)
+def test_bad_arguments_fail_in_the_one_format(make: Callable, message: str, spec, tasks) -> None:
+    with pytest.raises(UserInputError) as err:
+        make(spec, tasks)
+    assert str(err.value).startswith(message)
 
 
 @pytest.mark.parametrize(

@@ -203,6 +203,8 @@ def test_cgc_last_level_has_no_shared_gate() -> None:
         lambda: Experts(num_experts=0, units=4),
         lambda: Experts(num_experts=2, units=0),
         lambda: Experts(num_experts=True, units=4),
+        lambda: Experts(num_experts=2, units=4097),
+        lambda: Gate(num_experts=100_000_000),
         lambda: Gate(num_experts=0),
         lambda: Tower("ordinal"),
         lambda: Tower("binary", hidden_units=-1),

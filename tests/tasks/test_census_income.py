@@ -148,7 +148,7 @@ def test_environment_variable_and_uncompressed_file(tmp_path, monkeypatch, incom
 
 
 def test_unknown_group_lists_valid_groups():
-    with pytest.raises(UserInputError, match=r"valid groups: \['education', 'income'\]"):
+    with pytest.raises(UserInputError, match=r"group must be one of \['education', 'income'\]"):
         census_income.load(group="age", data_dir=str(SHARED_DATA))
 
 

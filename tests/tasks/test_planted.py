@@ -88,9 +88,12 @@ def test_variant_names_the_mechanism_and_changed_parameters():
     (dict(mechanism="forgetting", delay=0.95, periods=8), r"round to between 1 and periods - 1 .* \(8 of 8\)"),
     (dict(mechanism="both", delay=0.05, periods=8), r"\(0 of 8\)"),
     (dict(delay=1.0), "delay must be a number in"),
-    (dict(periods=1), "periods must be an integer >= 2"),
-    (dict(dim=1), "dim must be an integer >= 2"),
-    (dict(noise_std=-1.0), "must be >= 0"),
+    (dict(periods=1), r"^planted: periods must be an integer in \[2, 4096\]\. Received: periods=1$"),
+    (dict(dim=1), r"dim must be an integer in \[2, 4096\]"),
+    (dict(dim=4097), r"dim must be an integer in \[2, 4096\]"),
+    (dict(train_rows=10_000_001), r"train_rows must be an integer in \[2, 10000000\]"),
+    (dict(noise_std=-1.0), "noise_std must be a finite number >= 0"),
+    (dict(task2_noise_std=float("nan")), "task2_noise_std must be a finite number >= 0"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(UserInputError, match=match):

@@ -131,14 +131,78 @@ def test_time_split_and_features():
 @pytest.mark.parametrize(
     "params, needle",
     [
-        (dict(relatedness=1.5), "relatedness must be in [0, 1]"),
+        (dict(relatedness=1.5), "recsim: relatedness must be a number in [0, 1]. Received: relatedness=1.5"),
+        (dict(drift=-0.1), "drift must be a number in [0, 1]"),
+        (dict(popularity_skew=float("inf")), "popularity_skew must be a finite number >= 0"),
         (dict(policy="bandit"), "policy must be one of ['random', 'popularity', 'model']"),
         (dict(days=3, validation_days=1, test_days=2), "validation_days + test_days must be < days"),
         (dict(holdout_cohort=9), "holdout_cohort must be -1 (none) or a cohort in [0, 3]"),
-        (dict(users=0), "users must be an integer >= 1"),
+        (dict(users=0), "users must be an integer in [1, 10000000]"),
+        (dict(latent_dim=100_000), "latent_dim must be an integer in [1, 4096]"),
+        (dict(holdout_cohort=0, cohorts=1), "cohorts must be an integer >= 2 with a held-out cohort"),
     ],
 )
 def test_bad_parameters(params, needle):
     with pytest.raises(UserInputError) as err:
         recsim.load(**params)
     assert needle in str(err.value) and "Received" in str(err.value)
+
+
+def _frame():
+    """Four impressions: user 2 shown twice, user 0 once in the fitted rows, user 5 only in the last row."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "user": [2, 0, 2, 5], "item": [7, 7, 1, 9], "category": [1, 1, 0, 3], "scenario": [0, 1, 0, 1],
+        "position": [1, 3, 2, 5], "hour": [0, 6, 12, 18], "popularity": [0.5, 0.5, 0.25, 0.125],
+        "activity": [1.0, 2.0, 3.0, 4.0], "day": [0, 0, 1, 1], "cohort": [2, 0, 2, 1],
+        "holdout": [0, 0, 0, 1], "click": [1, 0, 0, 1], "conversion": [0, 0, 0, 1], "like": [1, 1, 0, 0],
+    })
+
+
+def test_encoder_with_vocabularies_numbers_the_fitted_rows_by_frequency():
+    frame = _frame()
+    params = {**recsim.DEFAULTS, "users": 10, "items": 12, "categories": 4}
+    encoder = recsim.Encoder.fit_vocabulary(frame, params, rows=np.array([0, 1, 2]))
+    # Fitted rows: users {2: twice, 0: once} -> ids 2 -> 1, 0 -> 2; user 5 is unseen -> 0.
+    assert encoder.spec.categorical == ("user_id", "item_id", "category")  # one scenario: no scenario feature
+    assert encoder.spec.vocabulary_sizes == (3, 3, 3)
+    features = encoder.features(frame)
+    np.testing.assert_array_equal(features["categorical"][:, 0], [1, 2, 1, 0])
+    np.testing.assert_array_equal(features["categorical"][:, 1], [1, 1, 2, 0])  # item 7 twice, item 1 once
+    # Statistics of the fitted rows only: positions 1, 3, 2 have mean 2 and population std sqrt(2/3).
+    assert encoder.spec.numeric[0] == "position"
+    assert encoder.spec.numeric_mean[0] == pytest.approx(2.0)
+    assert encoder.spec.numeric_std[0] == pytest.approx(np.sqrt(2 / 3))
+    np.testing.assert_allclose(features["numeric"][:, 1], np.sin(2 * np.pi * np.array([0, 6, 12, 18]) / 24), atol=1e-7)
+    np.testing.assert_allclose(features["numeric"][:, 3], np.log([0.5, 0.5, 0.25, 0.125]), rtol=1e-6)
+
+
+def test_encoder_with_raw_ids_gives_every_user_and_item_of_the_world_its_own_id():
+    frame = _frame()
+    params = {**recsim.DEFAULTS, "users": 10, "items": 12, "categories": 4, "scenarios": 2}
+    encoder = recsim.Encoder.fit_raw_ids(frame.iloc[:3], params)
+    assert encoder.spec.categorical == ("user_id", "item_id", "category", "scenario")
+    assert encoder.spec.vocabulary_sizes == (11, 13, 5, 3)  # every value of the world, plus id 0
+    split = encoder.split(frame)
+    # User 5 and item 9 never appear in the fitted rows and still get index + 1.
+    np.testing.assert_array_equal(split.features["categorical"], frame[["user", "item", "category", "scenario"]] + 1)
+    assert list(split.labels) == list(recsim.BEHAVIOURS) and list(split.meta) == ["day", "cohort", "user", "holdout"]
+    np.testing.assert_array_equal(split.labels["click"], [1, 0, 0, 1])
+    assert encoder.spec.numeric_mean[4] == pytest.approx(2.0)  # activity 1, 2, 3 of the fitted rows
+
+
+def test_the_suite_encodes_users_with_its_training_vocabulary():
+    small = {**SMALL, "users": 3000, "impressions_per_day": 600}  # many users: some appear only after training
+    data = recsim.load(seed=1, **small)
+    train_users, ids = data.train.meta["user"], data.train.features["categorical"][:, 0]
+    counts = np.bincount(train_users, minlength=small["users"])
+    # Id 1 is the most frequent training user, ties going to the smaller string.
+    top = min(np.flatnonzero(counts == counts.max()), key=str)
+    assert set(ids[train_users == top]) == {1} and ids.min() == 1
+    assert data.features.vocabulary_sizes[0] == (counts > 0).sum() + 1
+    # A user never seen in training is unknown (0) in the later splits.
+    later_users, later_ids = data.test.meta["user"], data.test.features["categorical"][:, 0]
+    unseen = ~np.isin(later_users, train_users)
+    assert unseen.any()
+    np.testing.assert_array_equal(later_ids == 0, unseen)

@@ -41,7 +41,7 @@ def test_gini():
 def test_reinforce_moves_the_click_policy_and_leaves_the_other_heads():
     sim = recsim.Simulator(0, **TINY)
     pretrain, _, _ = policy._prefix(sim, 1, 600)
-    encoder = policy.Encoder(sim, pretrain)
+    encoder = recsim.Encoder.fit_raw_ids(pretrain, sim.params)
     keras.utils.set_random_seed(0)
     model = ARCHITECTURES["mmoe"](features=encoder.spec, tasks=encoder.tasks)
     slots = sim.requests(64)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtl_bench.errors import UserInputError
 from mtl_bench.remedies import anchors as forgetting
 from mtl_bench.spec import Split, Task
 
@@ -112,10 +113,21 @@ def test_no_protected_task_means_no_aid():
 
 
 @pytest.mark.parametrize(
-    "factory",
-    [lambda: forgetting.Replay(share=0.0), lambda: forgetting.Replay(share=1.5), lambda: forgetting.Distill(weight=-1),
-     lambda: forgetting.KLAnchor(weight=float("inf"))],
+    "factory, message",
+    [
+        (lambda: forgetting.Replay(share=0.0), "Replay: share must be a number in (0, 1]. Received: share=0.0"),
+        (lambda: forgetting.Replay(share=1.5), "Replay: share must be a number in (0, 1]. Received: share=1.5"),
+        (lambda: forgetting.Distill(weight=-1), "Distill: weight must be a finite number > 0. Received: weight=-1"),
+        (lambda: forgetting.KLAnchor(weight=float("inf")),
+         "KLAnchor: weight must be a finite number > 0. Received: weight=inf"),
+    ],
 )
-def test_bad_arguments(factory):
-    with pytest.raises(ValueError, match="Received"):
+def test_bad_arguments(factory, message):
+    with pytest.raises(UserInputError) as err:
         factory()
+    assert str(err.value) == message
+
+
+def test_good_arguments_are_kept_as_floats():
+    replay = forgetting.Replay(share=1, weight=np.float32(0.5))
+    assert (replay.share, replay.weight) == (1.0, 0.5) and type(replay.share) is float

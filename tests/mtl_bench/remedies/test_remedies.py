@@ -187,7 +187,7 @@ def test_task_weights_reach_the_tasks():
     [
         (dict(remedies=["pcgrad", "nope"]), "unknown remedy 'nope'; valid remedies:"),
         (dict(remedy_params={"replay": {"size": 3}}), "unknown parameter(s) ['size']; valid: ['share', 'weight']"),
-        (dict(remedy_params={"replay": {"share": 2.0}}), "remedy_params for 'replay': Replay: share must be in (0, 1]"),
+        (dict(remedy_params={"replay": {"share": 2.0}}), "remedy_params for 'replay': Replay: share must be a number in (0, 1]"),
         (dict(remedy_params={"nope": {}}), "remedy_params names unknown remedy 'nope'"),
         (dict(task_weights={"task9": 1.0}), "task_weights names unknown task(s) ['task9']"),
     ],
