@@ -75,6 +75,11 @@ def masked_loss(loss_fn: keras.losses.Loss, y: tf.Tensor, pred: tf.Tensor) -> tf
     return loss_fn(tf.expand_dims(tf.where(mask, y, tf.zeros_like(y)), -1), pred, sample_weight=tf.cast(mask, pred.dtype))
 
 
+def val_log_key(task: str, metric: str) -> str:
+    """The epoch-log key of one task's validation metric, ``val_<task>_<metric>`` (Keras's naming)."""
+    return f"val_{task}_{metric}"
+
+
 def predict(model: keras.Model, split: Split, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
     """Predictions of every model output on a whole split, as flat numpy arrays."""
     fn = _predict_fn(model)
@@ -124,6 +129,11 @@ def evaluate_selected(model: keras.Model, fit: FitResult, tasks: Sequence[Task],
 
 class Trainer:
     """Trains ``model`` on ``tasks`` over ``variables``, combining the task losses with ``combination``.
+
+    After every epoch the Keras callbacks' ``on_epoch_end`` logs carry the validation
+    numbers the trainer computed for that epoch: ``val_selection_loss`` and, for every
+    task in ``tasks`` and every metric of the task, ``val_<task>_<metric>``
+    (:func:`val_log_key`), so a callback never needs a validation pass of its own.
 
     Args:
         model: A model mapping a feature dict to ``{task_name: prediction}``.
@@ -315,7 +325,13 @@ class Trainer:
                 ``logs["global_step"]``, the steps since the previous call in
                 ``logs["steps"]`` and, for each task with missing labels, the
                 number of those steps whose batch held one of its labels in
-                ``logs["signal_steps/<task>"]``.
+                ``logs["signal_steps/<task>"]``. ``on_epoch_end`` gets the epoch's
+                validation numbers, all computed on ``validation`` with the epoch's
+                last weights: ``logs["val_selection_loss"]`` (the ``select="sum"``
+                criterion) and every metric of every trained task in
+                ``logs["val_<task>_<metric>"]`` (:func:`val_log_key`; the values of
+                :func:`evaluate` on ``validation``, as in the epoch's
+                :class:`EpochLog`).
             steps_per_call: Steps run in one compiled call at most; 0 = a whole epoch.
                 Each epoch is a seeded permutation of the training rows cut
                 into full batches.
@@ -388,7 +404,10 @@ class Trainer:
             )
             log = EpochLog(epoch, dict(zip(names, (loss_sum / len(batches)).tolist())), val, selection)
             history.append(log)
-            cb.on_epoch_end(epoch - 1, {"val_selection_loss": selection})
+            cb.on_epoch_end(epoch - 1, {
+                "val_selection_loss": selection,
+                **{val_log_key(task, metric): value for task, values in val.items() for metric, value in values.items()},
+            })
             if per_task:
                 improved = False
                 for t in self.tasks:

@@ -4,11 +4,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from sklearn.metrics import roc_auc_score
 
 from mtl_bench.engine import data as data_lib
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.engine.regimes import selection_and_outcome
-from mtl_bench.tasks import planted, synthetic
+from mtl_bench.tasks import planted, recsim, synthetic
 from mtl_bench.engine.training import Trainer, evaluate_selected, masked_loss
 
 
@@ -74,3 +75,35 @@ def test_selection_rows_and_outcome_rows_are_disjoint():
                                   data.validation.features["numeric"])
     both, same = selection_and_outcome(data, 0.0)
     assert both is data.validation and same is data.validation
+
+
+def test_epoch_logs_carry_each_trained_tasks_validation_metrics():
+    data = recsim.load(seed=0, users=80, items=40, days=4, impressions_per_day=400)  # binary: auc and logloss
+    trained = data.tasks[:2]  # the model has three outputs; the trainer trains (and validates) two
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES["shared_bottom"](features=data.features, tasks=data.tasks, bottom_units=4)
+    model(data.train.take(slice(0, 2)).features)  # build, so the variable lists exist
+    variables = list(model.shared_variables) + [v for t in trained for v in model.task_variables[t.name]]
+    validation = data.validation
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            # The epoch's last weights, predicted here in one call, apart from the trainer's own prediction.
+            out = self.model(validation.features, training=False)
+            seen.append((dict(logs), {n: np.asarray(v, np.float64).reshape(-1) for n, v in out.items()}))
+
+    fit = Trainer(model, trained, learning_rate=0.02, variables=variables, seed=0).fit(
+        data.train, validation, epochs=2, batch_size=64, seed=0, patience=0, callbacks=[Record()])
+    assert len(seen) == 2
+    for (logs, pred), log in zip(seen, fit.history):
+        assert set(logs) == {"val_selection_loss"} | {f"val_{t.name}_{m}" for t in trained for m in ("auc", "logloss")}
+        selection = 0.0
+        for t in trained:
+            y, p = validation.labels[t.name].astype(np.float64), np.clip(pred[t.name], 1e-7, 1 - 1e-7)
+            logloss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+            assert logs[f"val_{t.name}_auc"] == pytest.approx(roc_auc_score(y, pred[t.name]), abs=1e-6)
+            assert logs[f"val_{t.name}_logloss"] == pytest.approx(logloss, rel=1e-5)
+            selection += t.weight * logloss
+            assert log.validation[t.name] == {m: logs[f"val_{t.name}_{m}"] for m in ("auc", "logloss")}
+        assert logs["val_selection_loss"] == pytest.approx(selection, rel=1e-5)

@@ -1,0 +1,286 @@
+"""One study: its storage, opening and resuming it, and running its trials (here or in worker processes).
+
+A trial samples a configuration from the space, trains it on the tuning seed through the engine's cell
+pipeline (:mod:`mtl_bench.engine.cells`: architecture check, job, one regime) and returns the objective on
+the validation outcome rows. A :class:`PruningCallback` reports the objective after every epoch, read from
+the trainer's epoch logs (the selection rows, over the tasks the fit trains), and prunes the trial when the
+pruner says so.
+
+Storage is an Optuna RDB storage: an SQLite file or any SQLAlchemy URL (``postgresql://user@host/db`` for
+many machines). A heartbeat marks a trial whose process was killed as failed once its grace period has
+passed; the budget counts only finished trials (complete, pruned, or failed for a recorded reason).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+import optuna
+
+from mtl_bench.config import RunConfig
+from mtl_bench.engine import cells
+from mtl_bench.engine.regimes import REGIMES
+from mtl_bench.errors import UserInputError
+from mtl_bench.spec import SuiteData, Task
+from mtl_bench.tune.objectives import OBJECTIVES, EpochObjective, ObjectiveContext, final_scores
+from mtl_bench.tune.space import Param, split_params
+
+FAIL_REASON = "fail_reason"  # the user attribute holding why a trial failed
+INTERRUPTED = "interrupted: the process running the trial stopped (no heartbeat)"
+
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "none": optuna.pruners.NopPruner,
+}
+DEFAULT_PRUNER_PARAMS: dict[str, dict[str, Any]] = {"median": {"n_startup_trials": 3, "n_warmup_steps": 1}}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySetup:
+    """Everything a worker process needs to run trials of one study (picklable)."""
+
+    config: RunConfig
+    arch: str
+    regime: str
+    objective: str
+    space: dict[str, Param]
+    storage: str
+    study_name: str
+    n_trials: int
+    sampler_seed: int = 0
+    pruner: str = "median"
+    pruner_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    main_task: str = ""
+    reference: dict[str, float] = dataclasses.field(default_factory=dict)
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+
+    @property
+    def variant(self) -> cells.Variant:
+        return tuple(sorted(self.config.suite_params.items()))
+
+
+class _TrialFailed(Exception):
+    """A trial that diverged or had an invalid configuration; its reason is in its user attrs."""
+
+
+def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
+    kwargs: dict[str, Any] = {}
+    url = setup.storage
+    if url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; the package installs psycopg2-binary ([dev] / [postgresql]).
+        if importlib.util.find_spec("psycopg") is None:
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=setup.heartbeat_interval,
+                grace_period=setup.grace_period,
+                **kwargs,
+            )
+    except (ImportError, ModuleNotFoundError) as err:
+        raise UserInputError(f"storage {setup.storage!r} needs a database driver: {err}") from None
+    except Exception as err:  # sqlalchemy errors: bad URL, unreachable server
+        raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
+
+
+def _signature(setup: StudySetup) -> dict[str, Any]:
+    return {"suite": setup.config.suite, "variant": json.dumps(dict(setup.variant), sort_keys=True, default=str),
+            "arch": setup.arch, "regime": setup.regime, "objective": setup.objective}
+
+
+def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
+    """The setup's study: created (or resumed, when its signature matches) with ``create``, else loaded.
+
+    Raises:
+        UserInputError: The storage cannot be opened, the pruner parameters are wrong, or the stored study
+            was made for another suite variant, arm or objective.
+    """
+    objective = OBJECTIVES[setup.objective]
+    n_values = objective.n_values(context(setup))
+    sampler = optuna.samplers.TPESampler(seed=setup.sampler_seed)
+    params = {**DEFAULT_PRUNER_PARAMS.get(setup.pruner, {}), **setup.pruner_params}
+    try:
+        pruner = optuna.pruners.NopPruner() if objective.multi else PRUNERS[setup.pruner](**params)
+    except TypeError as err:
+        raise UserInputError(f"pruner {setup.pruner!r}: {err}") from None
+    storage = _storage(setup)
+    if not create:
+        return optuna.load_study(storage=storage, study_name=setup.study_name, sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        storage=storage, study_name=setup.study_name, sampler=sampler, pruner=pruner,
+        directions=["maximize"] * n_values, load_if_exists=True,
+    )
+    signature = _signature(setup)
+    stored = {k: study.user_attrs.get(k) for k in signature}
+    if all(v is None for v in stored.values()):
+        for key, value in signature.items():
+            study.set_user_attr(key, value)
+    elif stored != signature:
+        raise UserInputError(
+            f"study {setup.study_name!r} in {setup.storage} was made for {stored}, not {signature}; "
+            "use another --study name"
+        )
+    return study
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that use up the budget: complete, pruned, or failed for a recorded reason (not interrupted)."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in done or (t.state == optuna.trial.TrialState.FAIL and FAIL_REASON in t.user_attrs)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _without_test(data: SuiteData) -> SuiteData:
+    # Tuning selects on validation only: the regimes' test evaluation runs on a validation row.
+    return dataclasses.replace(data, test=data.validation.take(slice(0, 1)))
+
+
+def load_data(setup: StudySetup) -> SuiteData:
+    """The suite variant for the tuning seed; the test split is replaced so no trial can see it."""
+    return cells.cached_suite(setup.config, setup.variant, setup.config.first_seed, _without_test)
+
+
+def context(setup: StudySetup, tasks: Sequence[Task] = ()) -> ObjectiveContext:
+    """The objective's context: the suite's tasks (``tasks``, default loaded), main task, reference scores."""
+    names = tuple(t.name for t in (tasks or load_data(setup).tasks))
+    return ObjectiveContext(names, setup.main_task or names[0], dict(setup.reference))
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Reports a monitored epoch value to an Optuna trial and prunes the trial when its pruner says so.
+
+    Optuna's ``KerasPruningCallback(trial, monitor)`` for the engine's trainer, which a regime may run
+    several times per trial (one fit per task in the single regime, per phase in the sequential one).
+
+    Args:
+        trial: The trial to report to.
+        monitor: An epoch-log key (see :class:`~mtl_bench.engine.training.Trainer`), or a function of the
+            epoch logs giving the value (None: nothing to report this epoch). The value is maximised or
+            minimised as the study's direction says; a non-finite value is not reported.
+        epochs_per_fit: Steps reserved for each fit: the k-th fit's epoch e (from 1) is step
+            ``k * epochs_per_fit + e``. With the configured epochs, a step is the same fit (task, phase)
+            and epoch in every trial however early each fit stopped, so a pruner compares like with like.
+            0: every fit reports steps 1, 2, ... (one fit per trial, as Optuna's callback).
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        monitor: str | Callable[[Mapping[str, float]], float | None],
+        *,
+        epochs_per_fit: int = 0,
+    ) -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+        self.epochs_per_fit = epochs_per_fit
+        self.fits = 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.fits += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        value = logs.get(self.monitor) if isinstance(self.monitor, str) else self.monitor(logs)
+        if value is None or not math.isfinite(value):
+            return
+        step = (self.fits - 1) * self.epochs_per_fit + epoch + 1
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} at {value:.6g}")
+
+
+def _fail(trial: optuna.Trial, reason: str) -> _TrialFailed:
+    trial.set_user_attr(FAIL_REASON, reason)
+    return _TrialFailed(reason)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def evaluate_trial(trial: optuna.Trial, setup: StudySetup) -> list[float]:
+    """Trains one sampled configuration and returns the objective's values.
+
+    The pruning signal is the objective on the rows the trainer selects epochs on (``Job.selection``, from
+    its epoch logs); the returned values are the objective on the outcome rows, as every reported number.
+    """
+    try:
+        params = {name: p.suggest(trial, name) for name, p in setup.space.items()}
+    except ValueError as err:  # an enqueued value outside the space
+        raise _fail(trial, f"invalid configuration: {_first_line(err)}") from None
+    training, ctor, weights = split_params(params)
+    data = load_data(setup)
+    if weights:
+        data = data.with_tasks(tuple(dataclasses.replace(t, weight=weights.get(t.name, t.weight)) for t in data.tasks))
+    objective = OBJECTIVES[setup.objective]
+    ctx = context(setup, data.tasks)
+    try:
+        cfg = dataclasses.replace(
+            setup.config, seeds=1, probe_every=0, tensorboard="", jobs=1, arch_params={setup.arch: ctor}, **training
+        )
+        cells.check_arch(setup.arch, data, ctor)
+    except (TypeError, ValueError) as err:
+        raise _fail(trial, f"invalid configuration: {_first_line(err)}") from None
+    callbacks = None
+    if not objective.multi:  # Optuna cannot prune a multi-objective trial
+        pruning = PruningCallback(trial, EpochObjective(objective, ctx, data.tasks), epochs_per_fit=cfg.epochs)
+        callbacks = lambda model, tasks, phase: [pruning]  # noqa: E731  (one callback over every fit)
+    order = REGIMES[setup.regime].orders([t.name for t in data.tasks], cfg.orders)[0]
+    job = cells.job(cfg, data, setup.arch, seed=cfg.first_seed, order=order,
+                    name=f"{setup.study_name}-{trial.number}", callbacks=callbacks)
+    try:
+        result = cells.train(setup.regime, job)
+    except cells.CellFailed as err:
+        raise _fail(trial, f"diverged: {err}") from None
+    scores = final_scores(result, data.tasks)
+    trial.set_user_attr("scores", scores)
+    values = objective.fn(scores, ctx)
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise _fail(trial, f"objective is not finite: {values}")
+    return values
+
+
+def optimize(setup: StudySetup, n_trials: int, worker: int = 0) -> None:
+    """Runs up to ``n_trials`` trials of the study in this process; stops when the study's budget is used."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if n_trials <= 0:
+        return
+    setup = dataclasses.replace(setup, sampler_seed=setup.sampler_seed + worker)
+    study = open_study(setup, create=False)
+
+    def stop_when_done(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if counted(study) >= setup.n_trials:
+            study.stop()
+
+    n_values = len(study.directions)
+
+    def fn(trial: optuna.Trial) -> list[float]:
+        try:
+            return evaluate_trial(trial, setup)
+        except _TrialFailed:  # the reason is in the trial's user attrs; NaN marks it failed, one log line
+            return [float("nan")] * n_values
+
+    study.optimize(fn, n_trials=n_trials, callbacks=[stop_when_done], gc_after_trial=True)
+
+
+def worker(setup: StudySetup, n_trials: int, index: int) -> None:
+    """A worker process's entry point: one TensorFlow thread, then :func:`optimize` with its own sampler seed."""
+    cells.init_worker()
+    optimize(setup, n_trials, index)

@@ -1,0 +1,202 @@
+"""Running a study: the pruning callback, pruned/failed/killed trials, resume, and PostgreSQL with workers."""
+
+import glob
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from mtl_bench import tune
+from mtl_bench.tune.study import PruningCallback
+
+class _Always(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def _fit(callback: PruningCallback, values: list[float | None]) -> None:
+    """What the trainer does with its callbacks over one fit, one epoch per value."""
+    callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        callback.on_epoch_end(epoch, {"val_selection_loss": 1.0} if value is None else {"val_x": value})
+
+
+def test_pruning_callback_reports_each_fit_on_its_own_steps():
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    callback = PruningCallback(trial, "val_x", epochs_per_fit=3)
+    _fit(callback, [0.1, 0.2])  # stopped early after 2 of 3 epochs
+    _fit(callback, [0.3, None, math.nan])  # a missing and a non-finite value are not reported
+    study.tell(trial, 0.0)
+    assert study.trials[0].intermediate_values == {1: 0.1, 2: 0.2, 4: 0.3}
+    # A function of the logs as the monitor; one fit reports epochs 1, 2, ... as Optuna's callback does.
+    trial = study.ask()
+    callback = PruningCallback(trial, lambda logs: 2 * logs["val_x"] if "val_x" in logs else None)
+    _fit(callback, [0.1, None, 0.4])
+    study.tell(trial, 0.0)
+    assert study.trials[1].intermediate_values == {1: 0.2, 3: 0.8}
+
+
+def test_pruning_callback_raises_trial_pruned_when_told():
+    study = optuna.create_study(direction="maximize", pruner=_Always())
+    callback = PruningCallback(study.ask(), "val_x")
+    callback.on_train_begin()
+    with pytest.raises(optuna.TrialPruned, match="step 1"):
+        callback.on_epoch_end(0, {"val_x": 0.5})
+
+
+def test_pruning_signal_is_read_on_the_selection_rows_and_the_value_on_the_outcome_rows(tmp_path, tiny_config):
+    # One epoch: the selected weights are the epoch's, so where selection and outcome rows coincide
+    # (selection_share = 0) the reported epoch-1 value is the trial's value; with a split they differ.
+    for share in (0.0, 0.5):
+        result = tune.tune(tiny_config(selection_share=share), "mmoe", n_trials=1, out=tmp_path / f"t{share}",
+                           pruner="none", progress=None)
+        study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+        (trial,) = study.trials
+        assert list(trial.intermediate_values) == [1]
+        if share == 0.0:
+            assert trial.intermediate_values[1] == pytest.approx(trial.value, rel=1e-9)
+        else:
+            assert trial.intermediate_values[1] != pytest.approx(trial.value, rel=1e-6)
+
+
+def test_deliberately_bad_trial_is_pruned(tmp_path, tiny_config, write_space):
+    space = write_space("""
+        [common]
+        learning_rate = {low = 1e-6, high = 1e-1, log = true}
+        batch_size = 64
+        embedding_dim = 8
+        tower_units = 8
+        dropout = 0.0
+        [mmoe]
+        num_experts = 4
+        expert_units = 16
+    """)
+    result = tune.tune(
+        tiny_config(epochs=3, patience=0), "mmoe", n_trials=2, out=tmp_path / "t", space_file=space, progress=None,
+        pruner="median", pruner_params={"n_startup_trials": 1, "n_warmup_steps": 0},
+        enqueue=[{"learning_rate": 1e-2}, {"learning_rate": 1e-6}],
+    )
+    trials = result.trials.set_index("number")
+    assert trials.loc[0, "state"] == "COMPLETE" and trials.loc[0, "last_step"] == 3
+    assert trials.loc[1, "state"] == "PRUNED" and trials.loc[1, "last_step"] == 1
+
+
+def test_invalid_and_diverged_trials_fail_with_reason_and_the_study_goes_on(tmp_path, tiny_config, write_space):
+    space = write_space("""
+        [common]
+        learning_rate = [1e9, 1e-2]
+        [mmoe]
+        expert_units = [0, 16]
+    """)
+    result = tune.tune(
+        tiny_config(), "mmoe", n_trials=3, out=tmp_path / "t", space_file=space, progress=None,
+        enqueue=[{"learning_rate": 1e9, "expert_units": 16}, {"learning_rate": 1e-2, "expert_units": 0},
+                 {"learning_rate": 1e-2, "expert_units": 16}],
+    )
+    trials = result.trials.set_index("number")
+    assert list(trials.state) == ["FAIL", "FAIL", "COMPLETE"]
+    assert trials.loc[0, "reason"].startswith("diverged: training loss")
+    assert trials.loc[1, "reason"].startswith("invalid configuration") and "expert_units" in trials.loc[1, "reason"]
+    assert result.best_params["expert_units"] == 16
+
+
+@pytest.mark.slow
+def test_resume_after_kill_loses_only_the_inflight_trial(tmp_path, tiny_config):
+    out = tmp_path / "t"
+    script = textwrap.dedent(f"""
+        import os, signal, time
+        from mtl_bench import tune
+        from mtl_bench.config import RunConfig
+        from mtl_bench.tune import study
+        real = study.evaluate_trial
+        def dying(trial, setup):
+            if trial.number == 1:
+                time.sleep(1.5)  # let the heartbeat thread record the running trial
+                os.kill(os.getpid(), signal.SIGKILL)  # killed mid-trial, as by the OOM killer or kill -9
+            return real(trial, setup)
+        study.evaluate_trial = dying
+        config = RunConfig(suite="synthetic", suite_params={tiny_config().suite_params!r}, epochs=1, jobs=1)
+        tune.tune(config, "mmoe", n_trials=3, out={str(out)!r}, heartbeat_interval=1, grace_period=1, progress=None)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    time.sleep(2)  # past the grace period: the killed trial's heartbeat is stale
+    result = tune.tune(tiny_config(), "mmoe", n_trials=3, out=out, heartbeat_interval=1, grace_period=1, progress=None)
+    trials = result.trials.set_index("number")
+    assert list(trials.state) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials.loc[1, "reason"] == tune.INTERRUPTED
+    # Trial 0 survived the kill unchanged; the budget counts finished trials only.
+    assert (trials.state == "COMPLETE").sum() == 3
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _initdb() -> str | None:
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    return found
+
+
+def _missing(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI installs PostgreSQL via make test; a skip would hide the test)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server on a free local port; yields its SQLAlchemy URL."""
+    initdb = _initdb()
+    if initdb is None:
+        _missing("PostgreSQL is not installed (apt-get install postgresql; make test does it as root)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        _missing("psycopg2 is not installed (pip install -e '.[dev]')")
+    bindir = Path(initdb).resolve().parent
+    root = Path(tempfile.mkdtemp(prefix="mtl-bench-pg-", dir="/tmp"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
+        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1")
+    try:
+        run(str(bindir / "createdb") if (bindir / "createdb").exists() else "createdb",
+            "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna")
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_postgresql_two_workers_lose_and_duplicate_no_trial(tmp_path, postgres_url, tiny_config):
+    n = 6
+    result = tune.tune(tiny_config(), "shared_bottom", n_trials=n, workers=2, storage=postgres_url,
+                       study_name="pg-two-workers", out=tmp_path / "t", progress=None)
+    trials = result.trials
+    assert sorted(trials.number) == list(range(n))  # none lost, none duplicated
+    assert set(trials.state) <= {"COMPLETE", "PRUNED"}  # every trial finished; none failed or left running
+    assert trials.drop_duplicates([c for c in trials.columns if c.startswith("params_")]).shape[0] == n
+    assert result.storage == postgres_url
+    # The study is in PostgreSQL: a fresh process-independent load sees the same trials.
+    again = tune.tune(tiny_config(), "shared_bottom", n_trials=n, workers=2, storage=postgres_url,
+                      study_name="pg-two-workers", out=tmp_path / "t2", progress=None)
+    assert sorted(again.trials.number) == list(range(n))
