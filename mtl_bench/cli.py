@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from mtl_bench import experiments
 from mtl_bench.errors import UserInputError
+from mtl_bench.schema import JOINT, REGIME_NAMES, SEQUENTIAL
 
 EXIT_USAGE = 2
 
@@ -83,7 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="suite parameter; several values sweep it (e.g. --param correlation=1.0,0.5,0.0); repeatable",
     )
     run.add_argument("--arch", type=_names, metavar="A,B,..", help="architectures: shared_bottom, mmoe, omoe, ple")
-    run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: single, joint, sequential, daily")
+    run.add_argument("--regime", type=_names, metavar="R,..", help="regimes: " + ", ".join(REGIME_NAMES))
     run.add_argument(
         "--remedy", type=_names, metavar="R,..",
         help="remedies of the contrast grid: none, equal, uncertainty, pcgrad, gradvac, cagrad, replay, distill, "
@@ -93,10 +95,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--task-weight", action="append", type=_param, default=[], metavar="TASK=WEIGHT",
         help="static loss weight of a task (e.g. tuned by mtl-bench tune); repeatable",
     )
-    run.add_argument("--experiment", choices=["cohort", "sparse-dense", "policy"],
-                     help="cohort: hold one user cohort out of daily training and follow its AUC (recsim, daily "
-                     "regime); sparse-dense: that experiment swept from embedding to dense parameters; policy: "
-                     "logged vs on-policy vs REINFORCE training in the simulator")
+    run.add_argument("--experiment", choices=list(experiments.EXPERIMENTS),
+                     help="; ".join(f"{e.name}: {e.help}" for e in experiments.EXPERIMENTS.values()).replace("%", "%%"))
     run.add_argument("--pretrain-days", type=int, metavar="N", help="daily regime: days of pre-training (0 = half)")
     run.add_argument("--epochs-per-day", type=int, metavar="N", help="daily regime: passes over each later day")
     run.add_argument("--order", action="append", type=_names, metavar="T1,T2,..",
@@ -189,7 +189,8 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument("--arch", help="architecture to tune: single, shared_bottom, mmoe, omoe, ple")
     which.add_argument("--arms", type=_names, metavar="A,B,..",
                        help="equal-budget mode, e.g. single,shared_bottom,mmoe,ple")
-    tune.add_argument("--regime", default="joint", help="regime of multi-task arms: joint or sequential (default joint)")
+    tune.add_argument("--regime", default=JOINT,
+                      help=f"regime of multi-task arms: {JOINT} or {SEQUENTIAL} (default {JOINT})")
     tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials per arm (default 20)")
     tune.add_argument("--objective", default="mean_auc",
                       help="mean_auc (regression tasks: -MSE), main_auc, transfer or per_task (default mean_auc)")
@@ -251,43 +252,19 @@ def _run_config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mtl_bench.experiments import grid as runner
-    from mtl_bench.analysis.summary import format_table
+    from mtl_bench import io
 
     progress = None if args.quiet else sys.stderr
     if args.resume:
-        run_dir = runner.resume(args.resume, progress=progress)
+        run_dir = experiments.resume(args.resume, progress=progress)
     else:
-        run_dir = runner.run(_run_config(args), out=args.out, progress=progress)
-    for name in ("sparse_dense.md", "policy.md"):
-        if (run_dir / name).is_file():
-            if not args.quiet:
-                print((run_dir / name).read_text())
-            print(f"experiment directory: {run_dir}")
-            return 0
+        run_dir = experiments.run(_run_config(args), out=args.out, progress=progress)
     if not args.quiet:
-        import pandas as pd
-
-        from mtl_bench import io
-
-        manifest = io.read_json(run_dir / "manifest.json")
-        summary_path = run_dir / "summary.csv"
-        if summary_path.is_file():
-            summary = pd.read_csv(summary_path, keep_default_na=False, na_values=[""])
-            print("\nTest split: headline metric mean±95% CI half-width (transfer vs single-task; < 0 = negative transfer)")
-            print(format_table(summary, manifest["variant_columns"]))
-        for note in manifest["notes"]:
-            print(f"note: {note}")
-        if manifest["reason"]:
-            print(f"note: {manifest['reason']}")
-    print(f"run directory: {run_dir} ({_status(run_dir)})")
+        text = experiments.of(run_dir).summary(run_dir)
+        if text:
+            print(text)
+    print(f"run directory: {run_dir} ({io.read_json(run_dir / experiments.MANIFEST)['status']})")
     return 0
-
-
-def _status(run_dir: Path) -> str:
-    from mtl_bench import io
-
-    return io.read_json(Path(run_dir) / "manifest.json")["status"]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -302,16 +279,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from mtl_bench.analysis.report import write_report
 
-    # The sparse-dense and policy experiments keep their own summary tables; a sweep's points are runs.
+    # An experiment that is not a grid run prints its own summary; the grid runs it holds are reported.
     runs = []
     for run_dir in args.run_dirs:
-        experiment = [Path(run_dir) / n for n in ("sparse_dense.md", "policy.md") if (Path(run_dir) / n).is_file()]
-        if experiment and not (Path(run_dir) / "manifest.json").is_file():
-            print(experiment[0].read_text())
-            points = sorted((Path(run_dir) / "points").glob("*/manifest.json"))
-            runs.extend(str(p.parent) for p in points)
-        else:
+        try:
+            experiment = experiments.of(run_dir)
+        except UserInputError:  # the report then says what a grid run directory lacks
+            experiment = experiments.EXPERIMENTS[experiments.GRID]
+        if experiment.on_grid:
             runs.append(run_dir)
+        else:
+            print(experiment.summary(run_dir))
+            runs.extend(str(p) for p in experiment.runs(run_dir))
     if not runs:
         return 0
     tasks, result, out = write_report(runs)

@@ -9,10 +9,13 @@ from typing import Any
 
 import tomli_w
 
+from mtl_bench import experiments
 from mtl_bench.errors import UserInputError
+from mtl_bench.schema import JOINT, SEQUENTIAL, SINGLE, SINGLE_ARCH
+from mtl_bench.validation import check_choice, check_int, check_number, fail
 
-SINGLE_BASELINES = ("single_task", "same_arch")
-EXPERIMENTS = ("", "cohort", "sparse-dense", "policy")
+OWNER = "config"
+SINGLE_BASELINES = (SINGLE_ARCH, "same_arch")
 SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.engine.training.SELECTIONS, without importing TensorFlow
 
 
@@ -58,12 +61,14 @@ class RunConfig:
             ``{"replay": {"share": 0.2}}``).
         pretrain_days: Daily regime: days of pre-training; 0 = half the training days.
         epochs_per_day: Daily regime: passes over each later day's rows.
-        experiment: ``""``, ``"cohort"`` (the cohort-forgetting experiment on
-            the ``recsim`` suite; held-out cohort defaults: cohort 1 from the
-            first day after pre-training; see :func:`mtl_bench.experiments.grid.resolve`)
-            ``"sparse-dense"`` (a sweep of cohort experiments from embedding
-            to dense parameters; see :mod:`mtl_bench.experiments.sparse_dense`) or
-            ``"policy"`` (on-policy vs logged data; see :mod:`mtl_bench.experiments.policy`).
+        experiment: A key of ``mtl_bench.experiments.EXPERIMENTS``: ``"grid"``
+            (also ``""``, the default), ``"cohort"`` (the cohort-forgetting
+            experiment on the ``recsim`` suite; held-out cohort defaults:
+            cohort 1 from the first day after pre-training; see
+            :func:`mtl_bench.experiments.cohort.adapt`), ``"sparse-dense"`` (a
+            sweep of cohort experiments from embedding to dense parameters; see
+            :mod:`mtl_bench.experiments.sparse_dense`) or ``"policy"``
+            (on-policy vs logged data; see :mod:`mtl_bench.experiments.policy`).
         task_weights: Static loss weight per task name (e.g. tuned by
             ``mtl-bench tune``); tasks not named keep their suite's weight.
         selection: How the single, joint and sequential regimes select the
@@ -86,7 +91,7 @@ class RunConfig:
     )
     archs: list[str] = dataclasses.field(default_factory=lambda: ["shared_bottom", "mmoe", "ple"])
     arch_params: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-    regimes: list[str] = dataclasses.field(default_factory=lambda: ["single", "joint", "sequential"])
+    regimes: list[str] = dataclasses.field(default_factory=lambda: [SINGLE, JOINT, SEQUENTIAL])
     orders: list[list[str]] = dataclasses.field(default_factory=list)
     seeds: int = 3
     first_seed: int = 0
@@ -105,7 +110,7 @@ class RunConfig:
     task_weights: dict[str, float] = dataclasses.field(default_factory=dict)
     pretrain_days: int = 0
     epochs_per_day: int = 1
-    experiment: str = ""
+    experiment: str = experiments.LEGACY_GRID
     selection: str = "per_task"
     selection_share: float = 0.5
     jobs: int = 0
@@ -114,58 +119,40 @@ class RunConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Checks values that need no registry (names are checked by :func:`mtl_bench.experiments.grid.plan`)."""
-        positive = ("seeds", "epochs", "batch_size", "epochs_per_day")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserInputError(f"config: {name} must be an integer >= 1. Received: {name}={value!r}")
+        """Checks values that need no suite or model (names are checked by :func:`mtl_bench.experiments.grid.plan`)."""
+        for name in ("seeds", "epochs", "batch_size", "epochs_per_day"):
+            check_int(OWNER, name, getattr(self, name), 1)
         for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "lookahead_steps", "first_seed", "jobs",
                      "pretrain_days"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UserInputError(f"config: {name} must be an integer >= 0. Received: {name}={value!r}")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < float("inf")):
-            raise UserInputError(f"config: learning_rate must be a finite number > 0. Received: learning_rate={lr!r}")
+            check_int(OWNER, name, getattr(self, name), 0)
+        check_number(OWNER, "learning_rate", self.learning_rate, 0, low_open=True)
         if self.first_seed + self.seeds > 2**32:
-            raise UserInputError(
-                f"config: seeds must stay below 2**32. Received: first_seed={self.first_seed}, seeds={self.seeds}"
-            )
+            raise fail(OWNER, "first_seed + seeds", "at most 2**32", self.first_seed + self.seeds)
         if not isinstance(self.tensorboard, str):
-            raise UserInputError(f"config: tensorboard must be a directory path. Received: {self.tensorboard!r}")
+            raise fail(OWNER, "tensorboard", "a directory path", self.tensorboard)
         if not isinstance(self.orders, list) or not all(
             isinstance(o, list) and all(isinstance(t, str) for t in o) for o in self.orders
         ):
-            raise UserInputError(f"config: orders must be a list of task-name lists. Received: {self.orders!r}")
+            raise fail(OWNER, "orders", "a list of task-name lists", self.orders)
         for name in ("archs", "regimes", "remedies"):
             value = getattr(self, name)
             if not value or not all(isinstance(v, str) and v for v in value):
-                raise UserInputError(f"config: {name} must be a non-empty list of names. Received: {name}={value!r}")
-        if self.single_baseline not in SINGLE_BASELINES:
-            raise UserInputError(
-                f"config: single_baseline must be one of {list(SINGLE_BASELINES)}. Received: {self.single_baseline!r}"
-            )
+                raise fail(OWNER, name, "a non-empty list of names", value)
+        check_choice(OWNER, "single_baseline", self.single_baseline, SINGLE_BASELINES)
         for name in ("suite_params", "arch_params", "remedy_params", "task_weights"):
             if not isinstance(getattr(self, name), dict):
-                raise UserInputError(f"config: {name} must be a table. Received: {getattr(self, name)!r}")
+                raise fail(OWNER, name, "a table", getattr(self, name))
         for name, value in self.remedy_params.items():
             if not isinstance(value, dict):
-                raise UserInputError(f"config: remedy_params.{name} must be a table. Received: {value!r}")
+                raise fail(OWNER, f"remedy_params.{name}", "a table", value)
         for task, w in self.task_weights.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0 <= w < float("inf")):
-                raise UserInputError(
-                    f"config: task_weights.{task} must be a finite number >= 0. Received: {w!r}"
-                )
-        if self.selection not in SELECTIONS:
-            raise UserInputError(f"config: selection must be one of {list(SELECTIONS)}. Received: {self.selection!r}")
-        share = self.selection_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
-            raise UserInputError(f"config: selection_share must be a number in [0, 1). Received: selection_share={share!r}")
-        if self.experiment not in EXPERIMENTS:
-            raise UserInputError(f"config: experiment must be one of {list(EXPERIMENTS)}. Received: {self.experiment!r}")
+            check_number(OWNER, f"task_weights.{task}", w, 0)
+        check_choice(OWNER, "selection", self.selection, SELECTIONS)
+        check_number(OWNER, "selection_share", self.selection_share, 0, 1, high_open=True)
+        if self.experiment != experiments.LEGACY_GRID:
+            check_choice(OWNER, "experiment", self.experiment, experiments.EXPERIMENTS)
         if len(set(self.remedies)) != len(self.remedies):
-            raise UserInputError(f"config: remedies lists a name twice. Received: {self.remedies!r}")
+            raise fail(OWNER, "remedies", "a list that names each remedy once", self.remedies)
 
     @property
     def seed_list(self) -> list[int]:

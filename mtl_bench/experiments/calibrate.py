@@ -36,7 +36,9 @@ import pandas as pd
 from mtl_bench import io
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
+from mtl_bench.schema import JOINT, SINGLE
 from mtl_bench.tasks import planted
+from mtl_bench.validation import check_int
 from mtl_bench.analysis.verdict import EXPLANATIONS
 
 EXPECTED: dict[str, tuple[str, str]] = {
@@ -61,7 +63,7 @@ def planted_config(*, seeds: int = SEEDS, first_seed: int = 0, jobs: int = 0, ep
         suite=planted.NAME,
         suite_params={"mechanism": list(planted.MECHANISMS)},
         archs=[planted.ARCH],  # its arch_params are the suite's (filled in by mtl_bench.experiments.grid.resolve)
-        regimes=["single", "joint"],
+        regimes=[SINGLE, JOINT],
         seeds=seeds,
         first_seed=first_seed,
         epochs=epochs,
@@ -82,8 +84,7 @@ def calibrate(
     from mtl_bench.experiments import grid as runner
     from mtl_bench.analysis.report import write_report
 
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise UserInputError(f"draws must be an integer >= 1. Received: draws={draws!r}")
+    check_int("calibrate", "draws", draws, 1)
     out = Path(out)
     rows = []
     for d in range(draws):

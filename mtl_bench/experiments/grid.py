@@ -7,47 +7,46 @@ Run directory layout (``runs/<run-id>/``):
 * ``cells/<cell>.csv``: each finished cell's metric rows, committed before the next cell starts.
 * ``metrics.csv``: all cells' rows, long format.
 * ``summary.csv``: means, 95% CIs and transfer vs single-task (:mod:`mtl_bench.analysis.summary`).
-* ``manifest.json``: versions, seeds, notes, per-cell status and wall time, run status.
+* ``manifest.json``: versions, seeds, notes, per-cell status and wall time, run status
+  (:mod:`mtl_bench.experiments.rundir`).
+* ``daily.csv``, ``cohort_forgetting.csv``, ``probe.csv``, ``retention.csv``: when a cell writes them.
 
-Every file is written atomically; ``resume`` skips the cells already on disk.
+Every file is written atomically; ``resume`` skips the cells already on disk. The grid is the
+``"grid"`` experiment and runs every experiment registered with ``module = "grid"`` (the cohort
+experiment), after that experiment's ``adapt`` (see :mod:`mtl_bench.experiments`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime as dt
-import hashlib
 import inspect
 import itertools
 import multiprocessing
 import os
-import platform
 import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-import keras
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-import mtl_bench
-from mtl_bench.engine import cells as cell_lib
-from mtl_bench import io
+from mtl_bench import experiments, io
+from mtl_bench.analysis.summary import format_table, summarize
 from mtl_bench.config import RunConfig
+from mtl_bench.engine import cells as cell_lib
+from mtl_bench.engine.regimes import REGIMES, order_label
 from mtl_bench.errors import UserInputError
+from mtl_bench.experiments import rundir
+from mtl_bench.experiments.cohort import cohort_forgetting
 from mtl_bench.models import ARCHITECTURES
-from mtl_bench.engine.regimes import REGIMES, SINGLE_ARCH, Job, order_label, pretrain_last_day
-from mtl_bench.remedies import BASELINE, EQUAL, REMEDIES
+from mtl_bench.remedies import REMEDIES
+from mtl_bench.schema import BASELINE, DAILY, EQUAL, JOINT, SINGLE, SINGLE_ARCH
 from mtl_bench.spec import SuiteData
-from mtl_bench.analysis.summary import summarize
 
 CELLS_DIR = "cells"
-UNIFORM_ROWS = 2000  # the cohort experiment's unbiased evaluation sample per day
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,15 +101,16 @@ def _variants(config: RunConfig) -> list[tuple[tuple[str, Any], ...]]:
 
 
 def resolve(config: RunConfig) -> RunConfig:
-    """The configuration with the experiment's defaults filled in (what ``config.toml`` records).
+    """The configuration with the suite's and the experiment's defaults filled in (what ``config.toml`` records).
 
-    ``experiment = "cohort"`` needs the ``recsim`` suite and the daily regime; it
-    holds out cohort 1 (whose drift the simulator then switches off; cohort 0,
-    which never drifts, is the control) from the first day after pre-training,
-    and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy impressions a
-    day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
-    ``uniform_rows_per_day``.
+    Raises:
+        UserInputError: For an experiment that does not run on the grid, or one whose ``adapt`` refuses
+            the configuration.
     """
+    experiment = experiments.get(config.experiment)
+    if not experiment.on_grid:
+        raise UserInputError(f"experiment {experiment.name!r} does not run on the grid; run it with "
+                             "mtl_bench.experiments.run (mtl-bench run --experiment)")
     if config.suite == "planted":
         from mtl_bench.tasks import planted
 
@@ -118,30 +118,7 @@ def resolve(config: RunConfig) -> RunConfig:
         missing = {a: p for a, p in planted.ARCH_PARAMS.items() if a not in config.arch_params}
         if missing:
             config = dataclasses.replace(config, arch_params={**config.arch_params, **missing})
-    if config.experiment != "cohort":
-        return config
-    if config.suite != "recsim":
-        raise UserInputError(f"experiment 'cohort' needs the recsim suite. Received: suite={config.suite!r}")
-    if "daily" not in config.regimes:
-        raise UserInputError(f"experiment 'cohort' needs the daily regime (--regime daily). Received: regimes={config.regimes}")
-    from mtl_bench.tasks import recsim
-
-    params = dict(config.suite_params)
-    params.setdefault("holdout_cohort", 1)
-    params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
-    if "holdout_day" not in params:
-        lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
-        if any(isinstance(v, list) for v in lengths):
-            raise UserInputError("experiment 'cohort': set suite parameter holdout_day when days are swept")
-        days, validation, test = lengths
-        params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
-    return dataclasses.replace(config, suite_params=params)
-
-
-def _experiment_notes(config: RunConfig, notes: list[str]) -> None:
-    if config.experiment == "cohort" and set(config.regimes) - {"daily"}:
-        _note(notes, "experiment 'cohort': every regime trains without the held-out cohort's rows from the holdout "
-                     "day, in a world where that cohort's interests do not drift")
+    return experiment.adapted(config)
 
 
 def plan(config: RunConfig) -> Plan:
@@ -169,13 +146,14 @@ def plan(config: RunConfig) -> Plan:
     for variant in _variants(config):
         data = cell_lib.load_suite(config, variant, config.first_seed)
         _check_arch_params(config, data)
-        if "daily" in config.regimes and "day" not in data.train.meta:
-            raise UserInputError(f"regime 'daily' needs a suite with days (recsim); suite {config.suite!r} has none")
-        if "daily" in config.regimes:
+        if DAILY in config.regimes and "day" not in data.train.meta:
+            raise UserInputError(f"regime {DAILY!r} needs a suite with days (recsim); suite {config.suite!r} has none")
+        if DAILY in config.regimes:
             days = sorted(set(data.train.meta["day"].tolist()))
             if days != list(range(days[0], days[-1] + 1)):
-                raise UserInputError(f"regime 'daily' needs every training day; max_train_rows left days {days}")
-        _experiment_notes(config, notes)
+                raise UserInputError(f"regime {DAILY!r} needs every training day; max_train_rows left days {days}")
+        for note in experiments.get(config.experiment).plan_notes(config):
+            _note(notes, note)
         remedies = _remedies(config, data, notes)
         for column in data.variant:
             if column not in variant_columns:
@@ -225,12 +203,12 @@ def _remedies(config: RunConfig, data: SuiteData, notes: list[str]) -> list[str]
     if BASELINE not in remedies:
         remedies.insert(0, BASELINE)
         _note(notes, f"remedy {BASELINE!r} (the static-weight baseline) is always run")
-    joint_others = [r for r in remedies if r not in (BASELINE, EQUAL) and "joint" in REMEDIES[r].regimes]
-    if joint_others and "joint" in config.regimes and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
+    joint_others = [r for r in remedies if r not in (BASELINE, EQUAL) and JOINT in REMEDIES[r].regimes]
+    if joint_others and JOINT in config.regimes and EQUAL not in remedies and any(t.weight != 1.0 for t in data.tasks):
         remedies.insert(1, EQUAL)
         _note(notes, f"remedy {EQUAL!r} (the equal-weight baseline) is run because the static weights are not all 1")
-    anchored = [r for r in remedies if REMEDIES[r].aid and "joint" in REMEDIES[r].regimes]
-    if anchored and "joint" in config.regimes and config.epochs < 2:
+    anchored = [r for r in remedies if REMEDIES[r].aid and JOINT in REMEDIES[r].regimes]
+    if anchored and JOINT in config.regimes and config.epochs < 2:
         _note(notes, f"with epochs={config.epochs}, {anchored} do nothing in the joint regime: they anchor to the "
                      "model of the previous epoch, from the second epoch on")
     return sorted(remedies, key=list(REMEDIES).index)
@@ -243,33 +221,12 @@ def _note(notes: list[str], text: str) -> None:
 
 def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
     """Builds each architecture once so a bad constructor argument fails before the run starts."""
-    archs = set(config.archs) | ({SINGLE_ARCH} if "single" in config.regimes else set())
+    archs = set(config.archs) | ({SINGLE_ARCH} if SINGLE in config.regimes else set())
     for arch in sorted(archs):
         try:
             cell_lib.check_arch(arch, data, config.arch_params.get(arch, {}))
         except ValueError as err:
             raise UserInputError(f"arch_params for {arch!r}: {err}") from None
-
-
-def _versions() -> dict[str, str]:
-    import optuna
-    import sklearn
-
-    return {
-        "mtl_bench": mtl_bench.__version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "optuna": optuna.__version__,
-    }
-
-
-def new_run_id(config: RunConfig) -> str:
-    digest = hashlib.sha256(config.to_toml().encode()).hexdigest()[:6]
-    return f"{config.suite}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{digest}"
 
 
 class _Progress:
@@ -318,58 +275,21 @@ def run(
     Raises:
         UserInputError: For invalid configuration (nothing is written then).
     """
-    if config.experiment in ("sparse-dense", "policy"):
-        from mtl_bench.experiments import policy, sparse_dense
-
-        out_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
-        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise UserInputError(f"run directory {out_dir} exists and is not empty; use --resume {out_dir} or another --out")
-        if config.experiment == "policy":
-            return policy.run(config, out_dir, progress=progress)
-        return sparse_dense.run(config, out_dir, progress=progress, in_process=in_process)
     config = resolve(config)
     the_plan = plan(config)
-    run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserInputError(f"--out {run_dir} is a file, not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_text(run_dir / "config.toml", config.to_toml())
-    manifest = {
-        "run_id": run_dir.name,
-        "status": "running",
-        "reason": "",
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "seeds": config.seed_list,
-        "notes": the_plan.notes,
-        "variant_columns": the_plan.variant_columns,
-        "cells": {},
-    }
-    io.write_json(run_dir / "manifest.json", manifest)
+    run_dir = rundir.new_dir(config, out, runs_root)
+    io.write_text(run_dir / experiments.CONFIG, config.to_toml())
+    manifest = rundir.start(run_dir, config, notes=the_plan.notes, variant_columns=the_plan.variant_columns, cells={})
     return _execute(the_plan, run_dir, manifest, progress, in_process)
 
 
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
     """Continues an interrupted run, skipping the cells already committed to disk."""
     run_dir = Path(run_dir)
-    if (run_dir / "config.toml").is_file() and not (run_dir / "manifest.json").is_file():
-        config = RunConfig.from_toml(run_dir / "config.toml")
-        if config.experiment == "policy":
-            from mtl_bench.experiments import policy
-
-            return policy.run(config, run_dir, progress=progress)  # each arm is short: run again
-    if (run_dir / "config.toml").is_file() and (run_dir / "points.csv").is_file():
-        from mtl_bench.experiments import sparse_dense
-
-        return sparse_dense.run(RunConfig.from_toml(run_dir / "config.toml"), run_dir, progress=progress, in_process=in_process)
-    if not (run_dir / "config.toml").is_file() or not (run_dir / "manifest.json").is_file():
+    if not (run_dir / experiments.CONFIG).is_file() or not (run_dir / experiments.MANIFEST).is_file():
         raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
-    config = resolve(RunConfig.from_toml(run_dir / "config.toml"))
-    manifest = io.read_json(run_dir / "manifest.json")
-    manifest["status"], manifest["reason"] = "running", ""
-    return _execute(plan(config), run_dir, manifest, progress, in_process)
+    config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
+    return _execute(plan(config), run_dir, rundir.restart(run_dir, config), progress, in_process)
 
 
 def _execute(
@@ -392,8 +312,8 @@ def _execute(
     def record(cell: Cell, status: dict[str, Any]) -> None:
         # Cell files are the committed results; the combined CSVs are rebuilt once, at the end.
         manifest["cells"][cell.key] = status
-        io.write_json(run_dir / "manifest.json", manifest)
-        failed = "" if status["status"] == "complete" else " FAILED"
+        io.write_json(run_dir / experiments.MANIFEST, manifest)
+        failed = "" if status["status"] == rundir.COMPLETE else " FAILED"
         bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
 
     jobs = min(config.jobs or len(os.sched_getaffinity(0)), max(len(pending), 1))
@@ -412,29 +332,21 @@ def _execute(
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
-    except KeyboardInterrupt:
-        manifest["status"], manifest["reason"] = "interrupted", "interrupted by the user; continue with --resume"
+    except BaseException as err:
         _write_results(run_dir, the_plan)
-        io.write_json(run_dir / "manifest.json", manifest)
+        rundir.stop(run_dir, manifest, err)
         raise
-    except Exception as err:
-        manifest["status"], manifest["reason"] = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
-        _write_results(run_dir, the_plan)
-        io.write_json(run_dir / "manifest.json", manifest)
-        raise
-    failed = [k for k, v in manifest["cells"].items() if v["status"] == "failed"]
-    manifest["status"] = "failed" if failed and len(failed) == len(manifest["cells"]) else "complete"
-    manifest["reason"] = f"{len(failed)} cell(s) failed: {failed}" if failed else ""
-    manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0.0) + time.perf_counter() - start, 3)
+    failed = [k for k, v in manifest["cells"].items() if v["status"] == rundir.FAILED]
     _write_results(run_dir, the_plan)
-    io.write_json(run_dir / "manifest.json", manifest)
+    rundir.finish(run_dir, manifest, start,
+                  status=rundir.FAILED if failed and len(failed) == len(manifest["cells"]) else rundir.COMPLETE,
+                  reason=f"{len(failed)} cell(s) failed: {failed}" if failed else "")
     return run_dir
 
 
 def _committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:
     failed = cells_dir / f"{cell.key}.failed.json"
-    return io.read_json(failed) if failed.is_file() else {"status": "complete", "reason": "", "wall_seconds": None}
+    return io.read_json(failed) if failed.is_file() else {"status": rundir.COMPLETE, "reason": "", "wall_seconds": None}
 
 
 def _committed(cells_dir: Path, cell: Cell) -> bool:
@@ -448,7 +360,7 @@ def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, An
     t0 = time.perf_counter()
     status = _run_cell(config, cell, data, cells_dir)
     status["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    if status["status"] == "failed":
+    if status["status"] == rundir.FAILED:
         io.write_json(cells_dir / f"{cell.key}.failed.json", status)
     return status
 
@@ -458,7 +370,7 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
     try:
         result = cell_lib.train(cell.regime, job)
     except cell_lib.CellFailed as err:
-        return {"status": "failed", "reason": str(err)}
+        return {"status": rundir.FAILED, "reason": str(err)}
     head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
             "remedy": cell.remedy, "order": order_label(cell.order), "seed": cell.seed}
     # The metrics file is written last: its presence marks the cell as committed.
@@ -469,7 +381,7 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
         for i, (column, value) in enumerate(head.items()):
             frame.insert(i, column, value)
         io.write_csv(cells_dir / f"{cell.key}.{stem}.csv", frame)
-    return {"status": "complete", "reason": ""}
+    return {"status": rundir.COMPLETE, "reason": ""}
 
 
 def read_cells(run_dir: str | Path, stem: str = "metrics") -> pd.DataFrame:
@@ -486,16 +398,28 @@ def _write_results(run_dir: Path, the_plan: Plan) -> None:
         return
     io.write_csv(run_dir / "metrics.csv", metrics)
     io.write_csv(run_dir / "summary.csv", summarize(metrics, the_plan.variant_columns))
-    for stem in ("probe", "retention", "daily"):
+    for stem in ("probe", "retention", DAILY):  # the daily regime's file is named after it
         frame = read_cells(run_dir, stem)
         if not frame.empty:
             io.write_csv(run_dir / f"{stem}.csv", frame)
-            if stem == "daily":
+            if stem == DAILY:
                 io.write_csv(run_dir / "cohort_forgetting.csv", cohort_forgetting(frame, the_plan.variant_columns))
 
 
-def cohort_forgetting(daily: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
-    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, sample, cohort, heldout, task, auc``."""
-    rows = daily[(daily["metric"] == "auc") & (daily["cohort"].astype(str) != "all")]
-    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "sample", "cohort", "heldout", "task", "value"]
-    return rows[[c for c in keep if c in rows.columns]].rename(columns={"value": "auc"}).reset_index(drop=True)
+def summary(run_dir: Path) -> str:
+    """The closing summary: the test split's headline metric per cell group, then the run's notes."""
+    manifest = io.read_json(run_dir / experiments.MANIFEST)
+    lines = []
+    if (run_dir / "summary.csv").is_file():
+        table = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+        lines += ["\nTest split: headline metric mean±95% CI half-width (transfer vs single-task; < 0 = negative "
+                  "transfer)", format_table(table, manifest["variant_columns"])]
+    lines += [f"note: {note}" for note in manifest["notes"]]
+    if manifest["reason"]:
+        lines.append(f"note: {manifest['reason']}")
+    return "\n".join(lines)
+
+
+def runs(run_dir: Path) -> list[Path]:
+    """The grid run directories ``mtl-bench report`` reads: this one."""
+    return [run_dir]

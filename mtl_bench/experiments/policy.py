@@ -35,13 +35,16 @@ fixed probe sample drawn after pre-training:
   ``gini``: the Gini coefficient of the day's impressions per item.
 
 ``policy.csv``: ``arm, arch, seed, day, task, measure, value`` (``task`` is
-``"all"`` for measures of the policy); ``policy.md`` the per-arm summary.
+``"all"`` for measures of the policy); ``policy_summary.csv`` and ``policy.md``
+the per-arm summary; ``manifest.json`` the run's status (``--resume`` runs
+every arm again: each is short).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,7 +54,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtl_bench import io
+from mtl_bench import experiments, io
+from mtl_bench.experiments import rundir
+from mtl_bench.schema import SINGLE_ARCH
 from mtl_bench.engine import metrics as metrics_lib
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
@@ -273,32 +278,93 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(config: RunConfig, out: str | Path, *, progress: TextIO | None = sys.stderr) -> Path:
-    """Runs every architecture × seed × arm in this process; writes ``policy.csv`` and ``policy.md``."""
+def resolve(config: RunConfig) -> RunConfig:
+    """``config``, checked: the ``recsim`` suite, one suite variant, valid simulator parameters and architectures.
+
+    Raises:
+        UserInputError: Otherwise.
+    """
     if config.suite != "recsim":
-        raise UserInputError(f"experiment 'policy' needs the recsim suite. Received: suite={config.suite!r}")
+        raise UserInputError(f"experiment {experiments.POLICY!r} needs the recsim suite. Received: suite={config.suite!r}")
     if any(isinstance(v, list) for v in config.suite_params.values()):
-        raise UserInputError(f"experiment 'policy' needs one suite variant; suite_params sweeps {config.suite_params}")
+        raise UserInputError(f"experiment {experiments.POLICY!r} needs one suite variant; "
+                             f"suite_params sweeps {config.suite_params}")
     recsim.Simulator(0, **config.suite_params)  # checks the parameters before anything is written
+    multi_task = sorted(set(ARCHITECTURES) - {SINGLE_ARCH})
     for arch in config.archs:
-        if arch not in ARCHITECTURES or arch == "single_task":
-            raise UserInputError(f"unknown multi-task architecture {arch!r}; valid: {sorted(set(ARCHITECTURES) - {'single_task'})}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_text(out / "config.toml", config.to_toml())
-    tf.config.experimental.enable_op_determinism()
-    frames = []
-    for arch in config.archs:
-        for seed in config.seed_list:
+        if arch not in multi_task:
+            raise UserInputError(f"unknown multi-task architecture {arch!r}; valid: {multi_task}")
+    return config
+
+
+def plan(config: RunConfig) -> list[tuple[str, int]]:
+    """The (architecture, seed) pairs, in the order they run; each runs every arm."""
+    return [(arch, seed) for arch in config.archs for seed in config.seed_list]
+
+
+def run(
+    config: RunConfig,
+    *,
+    out: str | Path | None = None,
+    runs_root: str | Path = "runs",
+    progress: TextIO | None = sys.stderr,
+    in_process: bool = True,
+) -> Path:
+    """Runs every architecture × seed × arm in this process; writes ``policy.csv`` and ``policy.md``.
+
+    Args:
+        config: The configuration (``experiment = "policy"``).
+        out: The run directory; default ``<runs_root>/<run-id>``. It must not exist or be empty.
+        runs_root: Parent of generated run directories.
+        progress: Stream for progress lines, or None.
+        in_process: Ignored: the arms always run in this process, with deterministic TensorFlow ops.
+
+    Raises:
+        UserInputError: For an invalid configuration (nothing is written then).
+    """
+    config = resolve(config)
+    out = rundir.new_dir(config, out, runs_root)
+    io.write_text(out / experiments.CONFIG, config.to_toml())
+    return _execute(config, out, rundir.start(out, config), progress)
+
+
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = True) -> Path:
+    """Runs the experiment again into ``run_dir`` (each arm is short; nothing partial is kept)."""
+    run_dir = Path(run_dir)
+    config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
+    return _execute(config, run_dir, rundir.restart(run_dir, config), progress)
+
+
+def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: TextIO | None) -> Path:
+    start = time.perf_counter()
+    try:
+        tf.config.experimental.enable_op_determinism()
+        frames = []
+        for arch, seed in plan(config):
             if progress:
                 progress.write(f"policy: {arch} seed {seed}\n")
             frames.append(run_arms(config, arch, seed))
-    frame = pd.concat(frames, ignore_index=True)
-    io.write_csv(out / "policy.csv", frame)
-    summary = summarize(frame)
-    io.write_csv(out / "policy_summary.csv", summary)
-    io.write_text(out / "policy.md", describe(summary))
+        frame = pd.concat(frames, ignore_index=True)
+        io.write_csv(out / "policy.csv", frame)
+        table = summarize(frame)
+        io.write_csv(out / "policy_summary.csv", table)
+        io.write_text(out / "policy.md", describe(table))
+    except BaseException as err:
+        rundir.stop(out, manifest, err)
+        raise
+    rundir.finish(out, manifest, start)
     return out
+
+
+def summary(run_dir: Path) -> str:
+    """The closing summary: ``policy.md``."""
+    path = run_dir / "policy.md"
+    return path.read_text() if path.is_file() else ""
+
+
+def runs(run_dir: Path) -> list[Path]:
+    """No grid runs: ``mtl-bench report`` prints the summary only."""
+    return []
 
 
 def describe(summary: pd.DataFrame) -> str:
@@ -312,4 +378,4 @@ def describe(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ARMS", "CANDIDATES", "run", "run_arms", "summarize"]
+__all__ = ["ARMS", "CANDIDATES", "plan", "resolve", "resume", "run", "run_arms", "summarize"]

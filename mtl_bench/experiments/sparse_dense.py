@@ -26,13 +26,16 @@ on each. ``sparse_dense.csv`` gathers per point and architecture:
   more the held-out cohort lost than a cohort that kept training).
 
 ``sparse_dense.md`` adds, per architecture, the Spearman correlation of
-``forgetting`` with ``dense_share`` over the points.
+``forgetting`` with ``dense_share`` over the points. ``points.csv`` holds the
+sweep's plan; ``manifest.json`` the run's status (``--resume`` continues the
+points, each a resumable run).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,14 +43,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mtl_bench.engine import cells
+from mtl_bench import experiments, io
 from mtl_bench.analysis import cohorts as cohort_report
-
-from mtl_bench import io
 from mtl_bench.config import RunConfig
+from mtl_bench.engine import cells
 from mtl_bench.errors import UserInputError
+from mtl_bench.experiments import grid, rundir
 from mtl_bench.models import ARCHITECTURES
-from mtl_bench.analysis.summary import DELTA_M
+from mtl_bench.schema import DAILY, DELTA_M, JOINT, SINGLE, SPLIT
 
 EMBEDDING_DIMS: tuple[int, ...] = (16, 8, 4, 2)
 WIDTH_PARAMETER: dict[str, str] = {
@@ -99,48 +102,109 @@ def matched_points(config: RunConfig, data: Any, dims: tuple[int, ...] | None = 
     return pd.DataFrame(rows)
 
 
+def resolve(config: RunConfig) -> RunConfig:
+    """``config``, checked: the sweep needs the ``recsim`` suite and one suite variant.
+
+    Raises:
+        UserInputError: Otherwise.
+    """
+    if config.suite != "recsim":
+        raise UserInputError(f"experiment {experiments.SPARSE_DENSE!r} needs the recsim suite. "
+                             f"Received: suite={config.suite!r}")
+    if any(isinstance(v, list) for v in config.suite_params.values()):
+        raise UserInputError(f"experiment {experiments.SPARSE_DENSE!r} needs one suite variant; "
+                             f"suite_params sweeps {config.suite_params}")
+    return config
+
+
+def _base(config: RunConfig) -> RunConfig:
+    """The configuration every point shares: the cohort experiment with the single, joint and daily regimes."""
+    base = dataclasses.replace(config, experiment=experiments.COHORT, regimes=[SINGLE, JOINT, DAILY],
+                               single_baseline="same_arch")
+    return grid.resolve(base)
+
+
+def plan(config: RunConfig) -> pd.DataFrame:
+    """The sweep's points (:func:`matched_points` on the suite's first seed)."""
+    base = _base(config)
+    return matched_points(base, cells.load_suite(base, tuple(sorted(base.suite_params.items())), base.first_seed))
+
+
 def run(
     config: RunConfig,
-    out: str | Path,
     *,
+    out: str | Path | None = None,
+    runs_root: str | Path = "runs",
     progress: TextIO | None = sys.stderr,
     in_process: bool = False,
 ) -> Path:
-    """Runs (or resumes) every point of the sweep into ``out`` and writes ``sparse_dense.csv`` / ``.md``."""
-    from mtl_bench.experiments import grid as runner
+    """Runs every point of the sweep into ``out`` and writes ``sparse_dense.csv`` / ``.md``.
 
-    if config.suite != "recsim":
-        raise UserInputError(f"experiment 'sparse-dense' needs the recsim suite. Received: suite={config.suite!r}")
-    if any(isinstance(v, list) for v in config.suite_params.values()):
-        raise UserInputError(f"experiment 'sparse-dense' needs one suite variant; suite_params sweeps {config.suite_params}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file, not a directory")
-    base = dataclasses.replace(config, experiment="cohort", regimes=["single", "joint", "daily"],
-                               single_baseline="same_arch")
-    base = runner.resolve(base)
-    first = cells.load_suite(base, tuple(sorted(base.suite_params.items())), base.first_seed)
-    points = matched_points(base, first)
-    out.mkdir(parents=True, exist_ok=True)
-    io.write_text(out / "config.toml", config.to_toml())
+    Args:
+        config: The configuration (``experiment = "sparse-dense"``); each point runs it as the cohort
+            experiment.
+        out: The experiment directory; default ``<runs_root>/<run-id>``. It must not exist or be empty.
+        runs_root: Parent of generated directories.
+        progress: Stream for the points' progress, or None.
+        in_process: Run the points' cells in this process (see :func:`mtl_bench.experiments.grid.run`).
+
+    Raises:
+        UserInputError: For an invalid configuration (nothing is written then).
+    """
+    config = resolve(config)
+    points = plan(config)
+    out = rundir.new_dir(config, out, runs_root)
+    io.write_text(out / experiments.CONFIG, config.to_toml())
     io.write_csv(out / "points.csv", points)
+    return _execute(config, points, out, rundir.start(out, config), progress, in_process)
+
+
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
+    """Continues the sweep: finished points are kept, interrupted ones resumed, missing ones run."""
+    run_dir = Path(run_dir)
+    config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
+    points = plan(config)
+    io.write_csv(run_dir / "points.csv", points)
+    return _execute(config, points, run_dir, rundir.restart(run_dir, config), progress, in_process)
+
+
+def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[str, Any],
+             progress: TextIO | None, in_process: bool) -> Path:
+    base = _base(config)
+    start = time.perf_counter()
     run_dirs = []
-    for dim, group in points.groupby("embedding_dim", sort=False):
-        arch_params = {r.arch: {**config.arch_params.get(r.arch, {}), "embedding_dim": int(dim),
-                                WIDTH_PARAMETER[r.arch]: int(r.width)} for r in group.itertuples()}
-        sub = dataclasses.replace(base, arch_params=arch_params)
-        run_dir = out / POINTS_DIR / f"embedding_dim={dim}"
-        if progress:
-            progress.write(f"sparse-dense: embedding_dim={dim}\n")
-        if (run_dir / "manifest.json").is_file():
-            runner.resume(run_dir, progress=progress, in_process=in_process)
-        else:
-            runner.run(sub, out=run_dir, progress=progress, in_process=in_process)
-        run_dirs.append(run_dir)
-    table = summarize(points, run_dirs)
-    io.write_csv(out / "sparse_dense.csv", table)
-    io.write_text(out / "sparse_dense.md", describe(table))
+    try:
+        for dim, group in points.groupby("embedding_dim", sort=False):
+            arch_params = {r.arch: {**config.arch_params.get(r.arch, {}), "embedding_dim": int(dim),
+                                    WIDTH_PARAMETER[r.arch]: int(r.width)} for r in group.itertuples()}
+            sub = dataclasses.replace(base, arch_params=arch_params)
+            run_dir = out / POINTS_DIR / f"embedding_dim={dim}"
+            if progress:
+                progress.write(f"sparse-dense: embedding_dim={dim}\n")
+            if (run_dir / experiments.MANIFEST).is_file():
+                grid.resume(run_dir, progress=progress, in_process=in_process)
+            else:
+                grid.run(sub, out=run_dir, progress=progress, in_process=in_process)
+            run_dirs.append(run_dir)
+        table = summarize(points, run_dirs)
+        io.write_csv(out / "sparse_dense.csv", table)
+        io.write_text(out / "sparse_dense.md", describe(table))
+    except BaseException as err:
+        rundir.stop(out, manifest, err)
+        raise
+    rundir.finish(out, manifest, start)
     return out
+
+
+def summary(run_dir: Path) -> str:
+    """The closing summary: ``sparse_dense.md``."""
+    path = run_dir / "sparse_dense.md"
+    return path.read_text() if path.is_file() else ""
+
+
+def runs(run_dir: Path) -> list[Path]:
+    """The points' run directories (each a cohort-experiment grid run) that ``mtl-bench report`` reads."""
+    return [p.parent for p in sorted((run_dir / POINTS_DIR).glob(f"*/{experiments.MANIFEST}"))]
 
 
 def summarize(points: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
@@ -148,20 +212,20 @@ def summarize(points: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
     rows = []
     for run_dir in run_dirs:
         dim = int(run_dir.name.split("=")[1])
-        summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
+        table = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
         probe_path = run_dir / "probe.csv"
         probe = pd.read_csv(probe_path, keep_default_na=False, na_values=[""]) if probe_path.is_file() else pd.DataFrame()
         cohorts = cohort_report.half_life_table(cohort_report.read([str(run_dir)], []))
         for point in points[points["embedding_dim"] == dim].itertuples():
             row = {k: getattr(point, k) for k in points.columns}
-            dm = summary[(summary["arch"] == point.arch) & (summary["regime"] == "joint")
-                         & (summary["metric"] == DELTA_M) & (summary["split"] == "validation")]
+            dm = table[(table["arch"] == point.arch) & (table["regime"] == JOINT)
+                       & (table["metric"] == DELTA_M) & (table["split"] == SPLIT)]
             row["delta_m"] = float(dm["mean"].iloc[0]) if len(dm) else np.nan
             row["delta_m_ci_low"] = float(dm["ci_low"].iloc[0]) if len(dm) else np.nan
             row["delta_m_ci_high"] = float(dm["ci_high"].iloc[0]) if len(dm) else np.nan
             for group in ("embedding", "dense"):
                 for measure, name in (("conflict", "conflict_rate"), ("cosine", "cosine")):
-                    sel = probe[(probe["arch"] == point.arch) & (probe["regime"] == "joint") & (probe["group"] == group)
+                    sel = probe[(probe["arch"] == point.arch) & (probe["regime"] == JOINT) & (probe["group"] == group)
                                 & (probe["measure"] == measure) & (probe["task_i"] != probe["task_j"])] \
                         if not probe.empty else probe
                     row[f"{name}_{group}"] = float(sel["value"].mean()) if len(sel) else np.nan

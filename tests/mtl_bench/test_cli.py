@@ -79,3 +79,13 @@ def test_version(capsys):
         cli.main(["--version"])
     assert err.value.code == 0
     assert capsys.readouterr().out.strip() == f"mtl-bench {mtl_bench.__version__}"
+
+
+def test_resume_dispatches_on_the_manifests_experiment(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"experiment": "hourly"}')
+    assert cli.main(["run", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("mtl-bench: error: unknown experiment 'hourly'; valid experiments: "
+                   "['grid', 'cohort', 'sparse-dense', 'policy']")

@@ -8,7 +8,7 @@ from mtl_bench import cli
 
 from mtl_bench.analysis import report
 
-from mtl_bench.experiments import grid as runner
+from mtl_bench.experiments import cohort, grid as runner
 from mtl_bench.analysis.cohorts import half_life_table
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
@@ -42,7 +42,7 @@ def test_cohort_experiment_resolves_its_holdout(cohort_run):
     config = RunConfig.from_toml(cohort_run / "config.toml")
     # Train days 0-3 (validation 4, test 5); pre-training covers days 0-1, so the holdout starts on day 2.
     assert config.suite_params["holdout_cohort"] == 1 and config.suite_params["holdout_day"] == 2
-    assert config.suite_params["uniform_rows_per_day"] == runner.UNIFORM_ROWS
+    assert config.suite_params["uniform_rows_per_day"] == cohort.UNIFORM_ROWS
 
 
 def test_daily_rows_evaluate_every_next_day_and_cohort(cohort_run):

@@ -5,6 +5,7 @@ import os
 import pandas as pd
 import pytest
 
+from mtl_bench import experiments
 from mtl_bench.experiments import grid as runner
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
@@ -140,13 +141,16 @@ def test_resume_skips_finished_cells(tmp_path, monkeypatch):
         _run(config, out=tmp_path / "run", progress=None)
     run_dir = tmp_path / "run"
     manifest = runner.io.read_json(run_dir / "manifest.json")
-    assert manifest["status"] == "interrupted"
+    assert manifest["status"] == "interrupted" and manifest["experiment"] == "grid"
     done = sorted(os.listdir(run_dir / "cells"))
     assert len([f for f in done if f.endswith(".metrics.csv")]) == 2  # single + first joint
     mtimes = {f: os.stat(run_dir / "cells" / f).st_mtime_ns for f in done}
     calls.clear()
-    runner.resume(run_dir, progress=None, in_process=True)
+    del manifest["experiment"]  # as a run directory from before manifests named their experiment
+    runner.io.write_json(run_dir / "manifest.json", manifest)
+    experiments.resume(run_dir, progress=None, in_process=True)
     assert calls == ["mmoe"]  # only the cell in flight is redone
+    assert runner.io.read_json(run_dir / "manifest.json")["experiment"] == "grid"
     assert {f: os.stat(run_dir / "cells" / f).st_mtime_ns for f in done} == mtimes
     _check_run(run_dir, 3, regimes=("single", "joint"))
 

@@ -3,9 +3,8 @@
 import pandas as pd
 import pytest
 
-from mtl_bench import cli
-
-from mtl_bench.experiments import grid as runner, sparse_dense
+from mtl_bench import cli, experiments, io
+from mtl_bench.experiments import sparse_dense
 from mtl_bench.config import RunConfig
 from mtl_bench.tasks import recsim
 
@@ -38,7 +37,7 @@ def test_points_keep_the_total_and_move_parameters_into_the_dense_layers():
 def sweep(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setattr(sparse_dense, "EMBEDDING_DIMS", (8, 2))
     out = tmp_path_factory.mktemp("sd") / "exp"
-    return runner.run(_config(), out=out, in_process=True, progress=None)
+    return experiments.run(_config(), out=out, in_process=True, progress=None)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +61,22 @@ def test_sweep_writes_one_run_per_point_and_the_table(sweep):
     assert "too few points" in (sweep / "sparse_dense.md").read_text()
 
 
+def test_manifests_name_the_sweep_and_its_points(sweep):
+    manifest = io.read_json(sweep / "manifest.json")
+    assert (manifest["experiment"], manifest["status"]) == ("sparse-dense", "complete")
+    assert manifest["finished"] and manifest["seeds"] == [0]
+    for point in sweep_points(sweep):
+        assert io.read_json(point / "manifest.json")["experiment"] == "cohort"
+    assert experiments.of(sweep).runs(sweep) == sweep_points(sweep)
+
+
+def sweep_points(sweep):
+    return [sweep / "points" / "embedding_dim=2", sweep / "points" / "embedding_dim=8"]
+
+
 def test_resume_reuses_the_points(sweep):
     before = (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text()
-    assert runner.resume(sweep, in_process=True, progress=None) == sweep
+    assert experiments.resume(sweep, in_process=True, progress=None) == sweep
     assert (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text() == before
 
 

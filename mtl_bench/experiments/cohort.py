@@ -1,0 +1,69 @@
+"""The cohort-forgetting experiment: one user cohort held out of daily training, its AUC followed day by day.
+
+It runs on the grid (:mod:`mtl_bench.experiments.grid`) with the ``recsim`` suite and the daily regime;
+this module holds what the experiment adds: its defaults (:func:`adapt`), its plan note (:func:`notes`)
+and the per-cohort table of the daily regime's evaluations (:func:`cohort_forgetting`, written as
+``cohort_forgetting.csv`` by every run with the daily regime).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from mtl_bench.config import RunConfig
+from mtl_bench.engine.regimes import pretrain_last_day
+from mtl_bench.errors import UserInputError
+from mtl_bench.experiments import COHORT
+from mtl_bench.schema import ALL, DAILY
+
+UNIFORM_ROWS = 2000  # the unbiased evaluation sample per day
+
+
+def adapt(config: RunConfig) -> RunConfig:
+    """The configuration with the experiment's defaults filled in (what ``config.toml`` records).
+
+    The experiment needs the ``recsim`` suite and the daily regime; it holds out cohort 1 (whose
+    drift the simulator then switches off; cohort 0, which never drifts, is the control) from the
+    first day after pre-training, and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy
+    impressions a day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
+    ``uniform_rows_per_day``.
+
+    Raises:
+        UserInputError: For another suite, no daily regime, or a sweep of the day counts without
+            ``holdout_day``.
+    """
+    if config.suite != "recsim":
+        raise UserInputError(f"experiment {COHORT!r} needs the recsim suite. Received: suite={config.suite!r}")
+    if DAILY not in config.regimes:
+        raise UserInputError(
+            f"experiment {COHORT!r} needs the daily regime (--regime daily). Received: regimes={config.regimes}"
+        )
+    from mtl_bench.tasks import recsim
+
+    params = dict(config.suite_params)
+    params.setdefault("holdout_cohort", 1)
+    params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
+    if "holdout_day" not in params:
+        lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
+        if any(isinstance(v, list) for v in lengths):
+            raise UserInputError(f"experiment {COHORT!r}: set suite parameter holdout_day when days are swept")
+        days, validation, test = lengths
+        params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
+    return dataclasses.replace(config, suite_params=params)
+
+
+def notes(config: RunConfig) -> list[str]:
+    """What the plan records about the experiment: the held-out rows leave every regime of the run."""
+    if set(config.regimes) - {DAILY}:
+        return [f"experiment {COHORT!r}: every regime trains without the held-out cohort's rows from the holdout "
+                "day, in a world where that cohort's interests do not drift"]
+    return []
+
+
+def cohort_forgetting(daily: pd.DataFrame, variant_columns: list[str]) -> pd.DataFrame:
+    """Per-cohort AUC by day: ``suite, <variant>, arch, remedy, seed, day, sample, cohort, heldout, task, auc``."""
+    rows = daily[(daily["metric"] == "auc") & (daily["cohort"].astype(str) != ALL)]
+    keep = ["suite", *variant_columns, "arch", "remedy", "seed", "day", "sample", "cohort", "heldout", "task", "value"]
+    return rows[[c for c in keep if c in rows.columns]].rename(columns={"value": "auc"}).reset_index(drop=True)

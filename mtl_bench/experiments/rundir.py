@@ -1,0 +1,116 @@
+"""A run directory's lifecycle, shared by every experiment: a new directory, its ``manifest.json`` and status.
+
+The manifest records the experiment that wrote the directory (``"experiment"``), the package versions,
+the seeds, when the run started and finished, its wall time, and its status: ``running``, then
+``complete``, ``failed`` or ``interrupted`` (with a ``reason``). Experiments add their own keys (the
+grid: notes, variant columns and per-cell status).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from mtl_bench import io
+from mtl_bench.config import RunConfig
+from mtl_bench.errors import UserInputError
+from mtl_bench.experiments import MANIFEST, get
+
+RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
+
+
+def new_run_id(config: RunConfig) -> str:
+    digest = hashlib.sha256(config.to_toml().encode()).hexdigest()[:6]
+    return f"{config.suite}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{digest}"
+
+
+def new_dir(config: RunConfig, out: str | Path | None, runs_root: str | Path) -> Path:
+    """The directory a new run writes to (``out``, default ``<runs_root>/<run-id>``), created empty.
+
+    Raises:
+        UserInputError: When it is a file or a directory that is not empty.
+    """
+    run_dir = Path(out) if out else Path(runs_root) / new_run_id(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserInputError(f"--out {run_dir} is a file, not a directory")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def versions() -> dict[str, str]:
+    """The versions of Python and of the packages that determine the numbers."""
+    import keras
+    import numpy as np
+    import optuna
+    import pandas as pd
+    import sklearn
+    import tensorflow as tf
+
+    import mtl_bench
+
+    return {
+        "mtl_bench": mtl_bench.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "optuna": optuna.__version__,
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start(run_dir: Path, config: RunConfig, **fields: Any) -> dict[str, Any]:
+    """Writes and returns the manifest of a new run of ``config``'s experiment, status ``running``."""
+    manifest = {
+        "run_id": run_dir.name,
+        "experiment": get(config.experiment).name,
+        "status": RUNNING,
+        "reason": "",
+        "started": _now(),
+        "versions": versions(),
+        "seeds": config.seed_list,
+        **fields,
+    }
+    io.write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def restart(run_dir: Path, config: RunConfig, **fields: Any) -> dict[str, Any]:
+    """The manifest of a resumed run, status ``running`` (a new one for a directory from before it had one).
+
+    Not written: the resumed run writes it as it goes.
+    """
+    if not (run_dir / MANIFEST).is_file():
+        return start(run_dir, config, **fields)
+    manifest = io.read_json(run_dir / MANIFEST)
+    manifest.setdefault("experiment", get(config.experiment).name)
+    manifest["status"], manifest["reason"] = RUNNING, ""
+    return manifest
+
+
+def stop(run_dir: Path, manifest: dict[str, Any], err: BaseException) -> None:
+    """Records that the run stopped on ``err``: ``interrupted`` for Ctrl-C (resume continues it), else ``failed``."""
+    if isinstance(err, KeyboardInterrupt):
+        manifest["status"], manifest["reason"] = INTERRUPTED, "interrupted by the user; continue with --resume"
+    else:
+        manifest["status"], manifest["reason"] = FAILED, f"{type(err).__name__}: {err}".splitlines()[0]
+    io.write_json(run_dir / MANIFEST, manifest)
+
+
+def finish(run_dir: Path, manifest: dict[str, Any], started: float, status: str = COMPLETE, reason: str = "") -> None:
+    """Records the end of a run (or of one resumption) that began at ``time.perf_counter()`` = ``started``."""
+    manifest["status"], manifest["reason"] = status, reason
+    manifest["finished"] = _now()
+    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0.0) + time.perf_counter() - started, 3)
+    io.write_json(run_dir / MANIFEST, manifest)
