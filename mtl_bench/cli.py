@@ -17,6 +17,7 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.schema import JOINT, REGIME_NAMES, SEQUENTIAL
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the run ran but every cell failed: scripts must see it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -263,8 +264,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         text = experiments.of(run_dir).summary(run_dir)
         if text:
             print(text)
-    print(f"run directory: {run_dir} ({io.read_json(run_dir / experiments.MANIFEST)['status']})")
-    return 0
+    status = io.read_json(run_dir / experiments.MANIFEST)["status"]
+    print(f"run directory: {run_dir} ({status})")
+    return EXIT_FAILED if status == "failed" else 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

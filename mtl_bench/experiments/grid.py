@@ -18,15 +18,16 @@ experiment), after that experiment's ``adapt`` (see :mod:`mtl_bench.experiments`
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
+import hashlib
+import importlib.util
 import inspect
 import itertools
-import multiprocessing
-import os
 import re
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,6 +38,7 @@ from mtl_bench import experiments, io
 from mtl_bench.analysis.summary import format_table, summarize
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells as cell_lib
+from mtl_bench.engine import executor
 from mtl_bench.engine.regimes import REGIMES, order_label
 from mtl_bench.errors import UserInputError
 from mtl_bench.experiments import rundir
@@ -140,6 +142,9 @@ def plan(config: RunConfig) -> Plan:
     for remedy in config.remedies:
         if remedy not in REMEDIES:
             raise UserInputError(f"unknown remedy {remedy!r}; valid remedies: {sorted(REMEDIES)}")
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserInputError("--tensorboard needs the tensorboard package: pip install 'mtl-bench[tensorboard]' "
+                             "(or pip install tensorboard)")
     cells: list[Cell] = []
     variant_columns: list[str] = []
     notes: list[str] = []
@@ -278,9 +283,11 @@ def run(
     config = resolve(config)
     the_plan = plan(config)
     run_dir = rundir.new_dir(config, out, runs_root)
-    io.write_text(run_dir / experiments.CONFIG, config.to_toml())
-    manifest = rundir.start(run_dir, config, notes=the_plan.notes, variant_columns=the_plan.variant_columns, cells={})
-    return _execute(the_plan, run_dir, manifest, progress, in_process)
+    with io.locked(run_dir):
+        io.write_text(run_dir / experiments.CONFIG, config.to_toml())
+        manifest = rundir.start(run_dir, config, notes=the_plan.notes, variant_columns=the_plan.variant_columns,
+                                cells={}, config_sha256=_digest(config))
+        return _execute(the_plan, run_dir, manifest, progress, in_process)
 
 
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
@@ -288,8 +295,21 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     run_dir = Path(run_dir)
     if not (run_dir / experiments.CONFIG).is_file() or not (run_dir / experiments.MANIFEST).is_file():
         raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
-    config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
-    return _execute(plan(config), run_dir, rundir.restart(run_dir, config), progress, in_process)
+    with io.locked(run_dir):
+        config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
+        manifest = rundir.restart(run_dir, config)
+        recorded = manifest.get("config_sha256")
+        if recorded and recorded != _digest(config):
+            raise UserInputError(
+                f"{run_dir / experiments.CONFIG} changed since the run started: its finished cells were trained "
+                "under the old settings; start a new run with --config instead of resuming")
+        manifest.setdefault("config_sha256", _digest(config))
+        return _execute(plan(config), run_dir, manifest, progress, in_process)
+
+
+def _digest(config: RunConfig) -> str:
+    """The hash of the resolved configuration, recorded so a resumed run can refuse an edited one."""
+    return hashlib.sha256(config.to_toml().encode()).hexdigest()
 
 
 def _execute(
@@ -298,6 +318,8 @@ def _execute(
     config = the_plan.config
     cells_dir = run_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
+    for stale in cells_dir.glob(".*.tmp"):  # a worker stopped mid-write; its cell is not committed and runs again
+        stale.unlink(missing_ok=True)
     bar = _Progress(len(the_plan.cells), progress)
     pending = []
     for cell in the_plan.cells:
@@ -312,36 +334,37 @@ def _execute(
     def record(cell: Cell, status: dict[str, Any]) -> None:
         # Cell files are the committed results; the combined CSVs are rebuilt once, at the end.
         manifest["cells"][cell.key] = status
-        io.write_json(run_dir / experiments.MANIFEST, manifest)
+        with executor.uninterruptible():
+            io.write_json(run_dir / experiments.MANIFEST, manifest)
         failed = "" if status["status"] == rundir.COMPLETE else " FAILED"
         bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
 
-    jobs = min(config.jobs or len(os.sched_getaffinity(0)), max(len(pending), 1))
+    work = functools.partial(_cell_worker, config, cells_dir=cells_dir)
     try:
         if in_process:
             tf.config.experimental.enable_op_determinism()
-            for cell in pending:
-                record(cell, _cell_worker(config, cell, cells_dir))
+            executor.run_in_process(work, pending, record)
         else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=cell_lib.init_worker) as pool:
-                futures = {pool.submit(_cell_worker, config, cell, cells_dir): cell for cell in pending}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        record(futures[future], future.result())
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            executor.run(work, pending, record, jobs=config.jobs or executor.default_jobs(),
+                         initializer=cell_lib.init_worker, failed=functools.partial(_worker_died, cells_dir))
     except BaseException as err:
-        _write_results(run_dir, the_plan)
-        rundir.stop(run_dir, manifest, err)
+        with executor.uninterruptible():  # a second Ctrl-C must not leave the manifest saying "running"
+            _write_results(run_dir, the_plan)
+            rundir.stop(run_dir, manifest, err)
         raise
     failed = [k for k, v in manifest["cells"].items() if v["status"] == rundir.FAILED]
-    _write_results(run_dir, the_plan)
-    rundir.finish(run_dir, manifest, start,
-                  status=rundir.FAILED if failed and len(failed) == len(manifest["cells"]) else rundir.COMPLETE,
-                  reason=f"{len(failed)} cell(s) failed: {failed}" if failed else "")
+    with executor.uninterruptible():
+        _write_results(run_dir, the_plan)
+        rundir.finish(run_dir, manifest, start,
+                      status=rundir.FAILED if failed and len(failed) == len(manifest["cells"]) else rundir.COMPLETE,
+                      reason=f"{len(failed)} cell(s) failed: {failed}" if failed else "")
     return run_dir
+
+
+def _worker_died(cells_dir: Path, cell: Cell, reason: str) -> dict[str, Any]:
+    status = {"status": rundir.FAILED, "reason": reason, "wall_seconds": None}
+    io.write_json(cells_dir / f"{cell.key}.failed.json", status)
+    return status
 
 
 def _committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:
@@ -355,13 +378,23 @@ def _committed(cells_dir: Path, cell: Cell) -> bool:
 
 
 def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, Any]:
-    """Runs one cell (in this process or a worker) and commits its files; returns its manifest entry."""
-    data = cell_lib.cached_suite(config, cell.variant, cell.seed)
+    """Runs one cell (in this process or a worker) and commits its files; returns its manifest entry.
+
+    A cell that raises is marked failed with its reason (the traceback goes to its ``.failed.json``) and the
+    grid goes on: one bad cell does not cost the others.
+    """
     t0 = time.perf_counter()
-    status = _run_cell(config, cell, data, cells_dir)
+    try:
+        data = cell_lib.cached_suite(config, cell.variant, cell.seed)
+        status = _run_cell(config, cell, data, cells_dir)
+    except Exception as err:  # noqa: BLE001 - isolation is the point; the reason and traceback are recorded
+        first = str(err).splitlines()[0] if str(err) else ""
+        status = {"status": rundir.FAILED, "reason": f"{type(err).__name__}: {first}".rstrip(": "),
+                  "traceback": traceback.format_exc()}
     status["wall_seconds"] = round(time.perf_counter() - t0, 3)
     if status["status"] == rundir.FAILED:
         io.write_json(cells_dir / f"{cell.key}.failed.json", status)
+        status.pop("traceback", None)  # in the cell's failure record, not in the manifest
     return status
 
 

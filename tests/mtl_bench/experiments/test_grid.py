@@ -266,3 +266,130 @@ def test_unrelated_tasks_forget_more_than_identical_tasks(tmp_path):
     forgetting = r[(r.measure == "forgetting_mse") & (r.task != "(mean)")].groupby("correlation").value.mean()
     assert forgetting[0.0] > 0
     assert forgetting[0.0] > 1.5 * forgetting[1.0]
+
+
+def test_a_cell_that_raises_fails_alone_and_the_grid_goes_on(tmp_path, monkeypatch):
+    """A bug report: one failing cell (an unexpected exception) aborted the whole grid and marked the run failed."""
+    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
+    joint = REGIMES["joint"]
+    original = joint.run
+
+    def broken_for_mmoe(job):
+        if job.arch == "mmoe":
+            raise RuntimeError("something unexpected\nsecond line")
+        return original(job)
+
+    monkeypatch.setattr(joint, "run", broken_for_mmoe)
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    failed = {k: v for k, v in manifest["cells"].items() if v["status"] == "failed"}
+    assert list(failed.values())[0]["reason"] == "RuntimeError: something unexpected"
+    assert "traceback" not in list(failed.values())[0]  # the manifest stays short...
+    record = runner.io.read_json(run_dir / "cells" / f"{next(iter(failed))}.failed.json")
+    assert "Traceback" in record["traceback"] and "broken_for_mmoe" in record["traceback"]  # ...the record has it
+    assert manifest["status"] == "complete" and len(manifest["cells"]) == 3
+    assert set(pd.read_csv(run_dir / "metrics.csv")["arch"]) == {"single_task", "shared_bottom"}
+
+
+def test_every_cell_failed_exits_1(tmp_path, capsys):
+    """A bug report: a run whose every cell failed said `failed` but exited 0, so scripts could not see it."""
+    from mtl_bench import cli
+
+    code = cli.main(["run", "--suite", "synthetic", "--param", "train_rows=512", "--param", "validation_rows=256",
+                     "--param", "test_rows=256", "--param", "scale=1e6", "--learning-rate", "1e12",
+                     "--arch", "shared_bottom", "--regime", "joint", "--seeds", "1", "--epochs", "1", "--jobs", "1",
+                     "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 1
+    assert capsys.readouterr().out.strip().endswith("(failed)")
+
+
+def test_resume_refuses_an_edited_config(tmp_path):
+    run_dir = _run(_small(archs=["shared_bottom"], regimes=["joint"]), out=tmp_path / "run", progress=None)
+    text = (run_dir / "config.toml").read_text()
+    (run_dir / "config.toml").write_text(text.replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(UserInputError, match="changed since the run started"):
+        experiments.resume(run_dir, progress=None, in_process=True)
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = _run(_small(archs=["shared_bottom"], regimes=["joint"]), out=tmp_path / "run", progress=None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mtl_bench import io\nwith io.locked(sys.argv[1]):\n"
+         "    print('locked', flush=True); time.sleep(60)\n", str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserInputError, match=f"is in use by pid {holder.pid}"):
+            experiments.resume(run_dir, progress=None, in_process=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    experiments.resume(run_dir, progress=None, in_process=True)  # free again
+
+
+def test_tensorboard_without_the_package_is_refused_at_once(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(UserInputError, match=r"pip install 'mtl-bench\[tensorboard\]'"):
+        _run(_small(tensorboard=str(tmp_path / "tb")), out=tmp_path / "run", progress=None)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_stops_a_run_its_workers_and_resume_finishes_it(tmp_path):
+    """Bug reports: SIGTERM left the manifest `running` and no metrics.csv; Ctrl-C let workers train queued cells
+    for minutes; workers outlived a killed parent. Now: exit 130 within seconds, the finished cells' CSVs written,
+    the manifest `interrupted`, no process left, and --resume completes the grid."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    mark = f"MTL_BENCH_TEST_{uuid.uuid4().hex}"
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "mtl_bench.cli", "run", "--suite", "synthetic", "--param", "train_rows=1024",
+            "--param", "validation_rows=256", "--param", "test_rows=256", "--param", "correlation=0.5",
+            "--arch", "shared_bottom,mmoe", "--regime", "single,joint", "--seeds", "4", "--epochs", "3",
+            "--jobs", "2", "--out", str(run_dir), "--quiet"]
+    proc = subprocess.Popen(args, env={**os.environ, mark: "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def marked():
+        found = []
+        for p in os.listdir("/proc"):
+            try:
+                if p.isdigit() and mark.encode() in open(f"/proc/{p}/environ", "rb").read():
+                    if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+                        found.append(p)
+            except OSError:
+                pass
+        return found
+
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(run_dir.glob("cells/*.metrics.csv")):
+        time.sleep(0.5)
+    committed = len(list((run_dir / "cells").glob("*.metrics.csv")))
+    assert committed >= 1
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert time.time() - t0 < 30
+    end = time.time() + 15
+    while marked() and time.time() < end:
+        time.sleep(0.3)
+    assert not marked(), "worker processes outlived the run"
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "interrupted"
+    finished = len(list((run_dir / "cells").glob("*.metrics.csv")))
+    assert finished < 16 and len(pd.read_csv(run_dir / "metrics.csv").groupby(["arch", "regime", "seed"])) == finished
+    assert not list((run_dir / "cells").glob(".*.tmp"))
+    done = subprocess.run([sys.executable, "-m", "mtl_bench.cli", "run", "--resume", str(run_dir), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and len(manifest["cells"]) == 16  # 4 seeds × (2 single + 2 joint)
