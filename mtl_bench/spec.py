@@ -26,6 +26,7 @@ predictions are values of shape ``(n, 1)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +42,8 @@ CATEGORICAL = "categorical"
 
 # metric name -> True when higher is better.
 METRIC_DIRECTIONS: dict[str, bool] = {"auc": True, "logloss": False, "mse": False}
+# metric name -> the values it can take: intervals over seeds are cut to this range.
+METRIC_RANGES: dict[str, tuple[float, float]] = {"auc": (0.0, 1.0), "logloss": (0.0, math.inf), "mse": (0.0, math.inf)}
 # loss name -> the keras.losses class that computes it (imported when a model is built, not with the spec).
 LOSSES: dict[str, str] = {"binary_crossentropy": "BinaryCrossentropy", "mse": "MeanSquaredError"}
 _DEFAULTS: dict[str, tuple[str, str]] = {

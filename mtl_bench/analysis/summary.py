@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mtl_bench.engine import metrics as metrics_lib
+from mtl_bench.spec import METRIC_RANGES
 from mtl_bench.schema import ALL, BASELINE, CELL_COLUMNS, DELTA_M, SINGLE, SINGLE_ARCH
 
 
@@ -80,6 +81,8 @@ def per_seed_transfer(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> 
 def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataFrame:
     """One row per suite × variant × arch × regime × order × task × split × metric.
 
+    Intervals of a metric are cut to its range (:data:`mtl_bench.spec.METRIC_RANGES`).
+
     ``transfer`` is :func:`per_seed_transfer` averaged over seeds, with a paired
     t-interval. Rows with ``task == "all"`` and ``metric == "delta_m"`` hold
     Maninis et al.'s Δm in percent: the mean over tasks of the sign-corrected
@@ -90,8 +93,10 @@ def summarize(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.DataF
     merged = per_seed_transfer(metrics, variant_columns)
     rows = []
     for key, group in merged.groupby(keys, sort=False, dropna=False):
-        mean, lo, hi, n = metrics_lib.mean_ci(group["value"].tolist())
-        t_mean, t_lo, t_hi, _ = metrics_lib.mean_ci(group["transfer"].tolist())
+        low, high = METRIC_RANGES.get(key[-1], (-np.inf, np.inf))
+        mean, lo, hi, n = metrics_lib.mean_ci(group["value"].tolist(), bounds=(low, high))
+        # A difference of two values in [low, high] lies in [low - high, high - low].
+        t_mean, t_lo, t_hi, _ = metrics_lib.mean_ci(group["transfer"].tolist(), bounds=(low - high, high - low))
         rows.append((*key, mean, lo, hi, n, t_mean, t_lo, t_hi))
     summary = pd.DataFrame(rows, columns=keys + SUMMARY_STATS)
     return pd.concat([summary, _delta_m(merged, variant_columns)], ignore_index=True)

@@ -46,8 +46,16 @@ def task_loss(task: Task, y_true: np.ndarray, pred: np.ndarray) -> float:
     return logloss(y_true, pred) if task.loss == "binary_crossentropy" else mse(y_true, pred)
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
+def mean_ci(
+    values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf)
+) -> tuple[float, float, float, int]:
     """Mean and Student-t confidence interval over seeds, ignoring NaN.
+
+    Args:
+        values: One value per seed.
+        level: Coverage of the interval.
+        bounds: The values the quantity can take (e.g. ``(0, 1)`` for an AUC); the interval is cut to them,
+            so a few seeds never report an AUC above 1 or an MSE below 0.
 
     Returns:
         ``(mean, ci_low, ci_high, n)``; the interval is NaN when n < 2.
@@ -60,7 +68,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     if n < 2:
         return m, float("nan"), float("nan"), n
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / np.sqrt(n))
-    return m, m - half, m + half, n
+    return m, max(m - half, bounds[0]), min(m + half, bounds[1]), n
 
 
 def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:

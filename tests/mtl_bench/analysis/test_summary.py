@@ -61,3 +61,16 @@ def test_sequential_summary_uses_last_phase():
 def test_format_table_mentions_every_arm():
     text = format_table(summarize(_rows(), ["correlation"]), ["correlation"])
     assert "mmoe" in text and "single_task" in text and "Δm" in text and "-0.0250" in text
+
+
+def test_intervals_stay_in_the_metric_range():
+    """Two seeds: the raw t-intervals of mean MSE (0.10, 0.15) and of the MMoE AUC run past 0 and 1."""
+    s = summarize(_rows(), ["correlation"])
+    joint_b = s[(s.arch == "mmoe") & (s.task == "b")].iloc[0]
+    half = 12.7062 * math.sqrt(((0.10 - 0.125) ** 2 + (0.15 - 0.125) ** 2) / 1) / math.sqrt(2)
+    assert 0.125 - half < 0 and joint_b["ci_low"] == 0.0  # an MSE is never negative
+    assert joint_b["ci_high"] == pytest.approx(0.125 + half, rel=1e-4)
+    for row in s[s.metric == "auc"].itertuples():
+        assert 0.0 <= row.ci_low <= row.ci_high <= 1.0
+        if row.regime != "single":  # single-task rows have no transfer
+            assert -1.0 <= row.transfer_ci_low and row.transfer_ci_high <= 1.0

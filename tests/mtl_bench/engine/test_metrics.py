@@ -59,3 +59,14 @@ def test_median_ci_order_statistics_and_coverage():
     true_median = np.log(2)  # Exponential(1)
     hits = [lo <= true_median <= hi for lo, hi in (median_ci(rng.exponential(size=12))[1:3] for _ in range(2000))]
     assert np.mean(hits) >= 0.95
+
+
+def test_mean_ci_is_cut_to_the_metric_range():
+    """Two seeds' AUCs 0.99 and 0.50: the t-interval (t_0.975,1 = 12.706) runs past 1; it is cut at 1."""
+    mean, lo, hi, n = metrics.mean_ci([0.99, 0.50], bounds=(0.0, 1.0))
+    half = 12.706204736174707 * np.std([0.99, 0.50], ddof=1) / np.sqrt(2)
+    assert n == 2 and mean == pytest.approx(0.745)
+    assert lo == 0.0 and 0.745 - half < 0  # the raw lower end is below 0 too
+    assert hi == 1.0
+    # Unbounded by default: the raw interval.
+    assert metrics.mean_ci([0.99, 0.50])[2] == pytest.approx(0.745 + half)
