@@ -12,8 +12,10 @@ The local executor of every experiment that runs cells:
 * **A killed worker** (out of memory, ``kill``) breaks a ``ProcessPoolExecutor``; the unfinished
   items are then run again in a fresh pool, and after :data:`MAX_POOL_BREAKS` broken pools the
   remaining items are reported failed with the reason instead of ending the run with a traceback.
-* **Memory**: a worker is replaced after :data:`TASKS_PER_WORKER` items, so whatever TensorFlow
-  keeps from one item to the next cannot grow without bound.
+* **Memory**: workers are replaced after :data:`TASKS_PER_WORKER` items each (the pool is renewed
+  between waves of items), so whatever TensorFlow keeps from one item to the next (about 6 MiB a
+  cell) cannot grow without bound. Python 3.11's own ``max_tasks_per_child`` deadlocks when a worker
+  exits (CPython gh-115634), hence the waves.
 
 Results do not depend on the number of workers or on restarts: an item is a pure function of its
 arguments.
@@ -142,12 +144,12 @@ def run(
         while pending:
             workers = max(1, min(jobs, len(pending)))
             pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_start, initargs=(initializer,),
-                max_tasks_per_child=TASKS_PER_WORKER,
+                workers, mp_context=context, initializer=_worker_start, initargs=(initializer,)
             )
             broken: BrokenProcessPool | None = None
             try:
-                futures = {pool.submit(fn, item): item for item in pending}
+                wave = pending[: workers * TASKS_PER_WORKER]
+                futures = {pool.submit(fn, item): item for item in wave}
                 for future in concurrent.futures.as_completed(futures):
                     item = futures[future]
                     try:

@@ -95,3 +95,16 @@ def test_results_of_every_item_whatever_the_number_of_jobs():
         results = {}
         executor.run(abs, [-3, -1, 2, -7, 5], results.__setitem__, jobs=jobs)
         assert results == {-3: 3, -1: 1, 2: 2, -7: 7, 5: 5}
+
+
+def test_workers_are_renewed_between_waves(monkeypatch):
+    """Each worker runs at most TASKS_PER_WORKER items: 7 items, 1 job, waves of 3 -> 3 worker processes."""
+    monkeypatch.setattr(executor, "TASKS_PER_WORKER", 3)
+    results = {}
+    executor.run(_pid_of, list(range(7)), results.__setitem__, jobs=1)
+    pids = [results[i] for i in range(7)]
+    assert len(set(pids)) == 3 and pids[:3] == [pids[0]] * 3 and pids[3:6] == [pids[3]] * 3
+
+
+def _pid_of(item):
+    return os.getpid()
