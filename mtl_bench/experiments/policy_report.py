@@ -34,7 +34,8 @@ def _ci(row: dict, name: str, per_seed: pd.Series) -> None:
 
 def summarize(frame: pd.DataFrame, updates: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per arm variant and architecture (see the module docstring)."""
-    updates = updates if updates is not None else pd.DataFrame(columns=[*VARIANT, "seed", "day", "epoch", "measure", "value"])
+    if updates is None or updates.empty:
+        updates = pd.DataFrame(columns=[*VARIANT, "seed", "day", "epoch", "measure", "value"])
     out = []
     for key, g in frame.groupby(list(VARIANT), sort=False):
         pre, last = g["day"].min(), g["day"].max()
