@@ -198,10 +198,14 @@ def _draw_day(world: recsim.Simulator, encoder: recsim.Encoder, per_day: int, we
                 every["holdout"].to_numpy()[::CANDIDATES] == 0, ref.astype(np.float32))
 
 
-def _log_policy(model: keras.Model, day: _Day, slots: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+def _log_policy(model: keras.Model | pa.PolicyGradient, day: _Day, slots: np.ndarray,
+                weights: dict[str, float]) -> np.ndarray:
+    """``(slots, k)`` log-probabilities; an RL arm's from its updater's own graph, so its ratios start at 1 exactly."""
     rows = pa.slot_rows(slots, CANDIDATES)
-    scores = pa.policy_scores(model, {k: v[rows] for k, v in day.features.items()}, weights)
-    return pa.log_softmax(scores.reshape(len(slots), CANDIDATES))
+    features = {k: v[rows] for k, v in day.features.items()}
+    if isinstance(model, pa.PolicyGradient):
+        return model.policy(features).astype(np.float64)
+    return pa.log_softmax(pa.policy_scores(model, features, weights).reshape(len(slots), CANDIDATES))
 
 
 def _update(updater: pa.PolicyGradient, day: _Day, slots: np.ndarray, samples: np.ndarray, actions: np.ndarray,
@@ -219,7 +223,7 @@ def _rl_day(arm: str, updater: pa.PolicyGradient, model: keras.Model, day: _Day,
     chosen = np.zeros(n, np.int64)
     passes: list[list[np.ndarray]] = [[] for _ in range(epochs)]
     if arm == "ppo":
-        logp = _log_policy(model, day, np.arange(n), weights)  # the start-of-day policy samples every rollout
+        logp = _log_policy(updater, day, np.arange(n), weights)  # the start-of-day policy samples every rollout
         chosen = pa.sample(logp, rng.random(n))
         behaviour = logp[np.arange(n), chosen].astype(np.float32)
         kept = np.flatnonzero(day.keep)
@@ -233,7 +237,7 @@ def _rl_day(arm: str, updater: pa.PolicyGradient, model: keras.Model, day: _Day,
         return chosen, [np.mean(p, axis=0) for p in passes if p]
     for start in range(0, n, batch_size):  # strictly on-policy: sample a rollout batch, update once on it
         batch = np.arange(start, min(start + batch_size, n))
-        logp = _log_policy(model, day, batch, weights)
+        logp = _log_policy(updater, day, batch, weights)
         if arm == "reinforce":
             picks = pa.sample(logp, rng.random(len(batch)))[:, None]
             advantage_of = lambda r: pa.batch_advantages(r.reshape(-1))  # noqa: E731

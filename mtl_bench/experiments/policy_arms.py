@@ -112,6 +112,11 @@ class PolicyGradient:
         self.optimizer = optimizer or keras.optimizers.Adam(learning_rate=learning_rate)
         self.optimizer.build(model.trainable_variables)
         self._step = tf.function(self._apply, reduce_retracing=True, autograph=False)
+        self._policy = tf.function(self.log_policy, reduce_retracing=True, autograph=False)
+
+    def policy(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """``(slots, k)`` log-probabilities of the current policy, numpy: the very numbers the update divides by."""
+        return self._policy({key: tf.constant(v) for key, v in features.items()}).numpy()
 
     def log_policy(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``(slots, k)`` log-probabilities of the current policy."""
