@@ -216,7 +216,7 @@ def _update(updater: pa.PolicyGradient, day: _Day, slots: np.ndarray, samples: n
                         day.reference_logp[slots])
 
 
-def _rl_day(arm: str, updater: pa.PolicyGradient, model: keras.Model, day: _Day, options: Options, epochs: int,
+def _rl_day(arm: str, updater: pa.PolicyGradient, day: _Day, options: Options, epochs: int,
             batch_size: int, weights: dict[str, float], rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
     """One day of an RL arm: the shown candidate per slot and the mean STATS of each update pass."""
     n = len(day.keep)
@@ -319,7 +319,7 @@ def run_arms(config: RunConfig, arch: str, seed: int) -> tuple[pd.DataFrame, pd.
             elif arm == "on-policy":
                 chosen = _log_policy(model, day, np.arange(per_day), weights).argmax(axis=1)
             else:
-                chosen, stats = _rl_day(arm, updater, model, day, options, epochs, config.batch_size, weights, rng)
+                chosen, stats = _rl_day(arm, updater, day, options, epochs, config.batch_size, weights, rng)
                 for epoch, values in enumerate(stats, start=1):
                     updates += [{**key, "day": day_index, "epoch": epoch, "measure": m, "value": float(v)}
                                 for m, v in zip(pa.STATS, values)]
