@@ -1,43 +1,49 @@
-"""Experiment 3 of the recommender simulator: on-policy vs logged (off-policy) data.
+"""Experiment 3 of the recommender simulator: supervised feedback loops vs on-policy RL updates.
 
-Three arms see the same world, the same impression slots and the same
-candidates every day (each arm owns a :class:`~mtl_bench.tasks.recsim.Simulator`
-with the run's seed, and all arms draw the same random numbers) and start from
-the same pre-trained model (days ``0..D0`` of logging-policy impressions,
-early stopping on a random-policy sample of day ``D0``):
+Every arm sees the same world, the same impression slots, the same candidates and the same label random
+numbers every day (each arm replays a :class:`~mtl_bench.tasks.recsim.Simulator` with the run's seed and
+draws the outcomes of *every* candidate of a day at once, so an arm's choice only decides which outcome it
+sees) and starts from the same pre-trained model (days ``0..D0`` of logging-policy impressions, early
+stopping on a random-policy sample of day ``D0``). Days ``D0+1 .. days-1`` are the arms' days
+(``--param days=N`` sets the world's horizon; ``--pretrain-days`` the pre-training days).
 
-* ``logged`` (off-policy): every later day, the popularity logging policy
-  picks the shown item (the first candidate, itself a popularity draw); the
-  model trains supervised on those logs.
-* ``on-policy``: the current model picks the candidate with the highest
-  predicted click probability; the model trains supervised on what it chose.
-* ``reinforce``: the model's click logits over the candidates are a softmax
-  policy; it samples the shown item and takes one REINFORCE step per batch,
-  ``-mean((r - b) log pi(a))`` with reward ``r`` = click and baseline ``b``
-  = the batch's mean reward: strictly on-policy, and only the click head's
-  policy is trained (the other heads keep their pre-trained values through the
-  shared layers).
+* ``logged`` (off-policy supervised): the popularity logging policy's pick (the first candidate) is
+  shown; the model trains supervised on those logs, ``epochs_per_day`` passes.
+* ``on-policy`` (supervised): the candidate with the highest policy score is shown; supervised training
+  on what it chose.
+* ``reinforce`` (strictly on-policy): slots come in rollout batches of ``batch_size``; each batch is
+  sampled from the current softmax policy and used for exactly one update (batch-mean baseline).
+* ``ppo`` (near-on-policy): the day's rollouts are sampled from the start-of-day policy, then
+  ``ppo_epochs`` passes of minibatch updates with the clipped surrogate (``clip`` = eps, batch-mean
+  baseline, no value network); ``ppo_epochs=1`` is the single-inner-epoch setting.
+* ``grpo`` (strictly on-policy): per slot a group of ``group`` candidates sampled from the current
+  policy, all of whose outcomes are revealed; advantage = reward minus the group mean over the group
+  std; one update per rollout batch. Click rate, coverage and Gini are of each group's first draw.
 
-Each later day has ``impressions_per_day`` slots with ``CANDIDATES`` candidates
-from the logging policy. Held-out cohort rows (cohort 1 from the first day
-after pre-training, drift off) never train. After each day's training every
-arm is measured on a fresh random-policy sample of the day (unbiased) and on a
-fixed probe sample drawn after pre-training:
+The updates are in :mod:`~mtl_bench.experiments.policy_arms`. ``kl`` (RL arms) adds ``kl * KL(pi ||
+pi_ref)`` to the pre-trained model's policy; ``reward`` is ``click`` or ``engagement`` (``click + 2
+conversion + 0.5 like``, whose weights also make the policy score, so it touches all three heads).
+``kl`` and ``ppo_epochs`` take several values (``--param kl=0,0.1``): each RL arm runs at each.
+Held-out cohort rows (cohort 1 from the first arms' day, drift off) are shown but never train.
 
-* ``auc`` per task, overall and for the held-out and the control cohort 0;
-* ``auc_probe`` per task: the AUC on the fixed probe sample of day ``D0``,
-  the world the model was pre-trained in; its fall is the arm's forgetting
-  of what pre-training learnt (the sequential-regime view);
-* ``output_drift``: the mean Bernoulli KL between each task's probe
-  predictions before and after the day's training;
-* ``click_rate``: the share of shown items clicked (the policy's value);
-* ``coverage``: the share of items shown at least once that day;
-  ``gini``: the Gini coefficient of the day's impressions per item.
+After each day every arm is measured on a fresh random-policy sample (unbiased) and on a fixed probe
+sample of day ``D0``:
 
-``policy.csv``: ``arm, arch, seed, day, task, measure, value`` (``task`` is
-``"all"`` for measures of the policy); ``policy_summary.csv`` and ``policy.md``
-the per-arm summary; ``manifest.json`` the run's status (``--resume`` runs
-every arm again: each is short).
+* ``auc`` per task, overall, held-out (``auc_heldout``) and control cohort 0 (``auc_control``);
+* ``auc_probe`` per task on the probe sample (the pre-training world; day ``D0`` rows hold the
+  pre-trained model's); its fall is forgetting;
+* ``output_drift``: mean Bernoulli KL(before || after) of each head's probe predictions over the day;
+  ``drift_pretrained``: the same from the pre-trained model's (both :mod:`mtl_bench.measures.divergence`);
+* ``click_rate``, ``reward`` (mean reward of the shown items), ``coverage`` (share of items shown at
+  least once that day), ``gini`` (Gini coefficient of the day's impressions per item).
+
+Files: ``policy.csv`` (``arm, kl, epochs, arch, seed, day, task, measure, value``; ``task`` is ``"all"``
+for the policy's measures; ``epochs`` is ``ppo_epochs`` for PPO, 1 for REINFORCE/GRPO, ``epochs_per_day``
+for the supervised arms); ``policy_updates.csv`` (``arm, kl, epochs, arch, seed, day, epoch, measure,
+value``: per RL update pass the mean over its updates of ``ratio_mean`` (pi/b of the samples used),
+``ratio_dev`` (mean ``|pi/b - 1|``), ``clip_share`` (share with ``|pi/b - 1| > eps``) and ``kl_ref``);
+``policy_summary.csv`` and ``policy.md`` (:mod:`~mtl_bench.experiments.policy_report`); ``manifest.json``.
+``--resume`` runs every arm again.
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,22 +60,83 @@ import pandas as pd
 import tensorflow as tf
 
 from mtl_bench import experiments, io
-from mtl_bench.experiments import rundir
-from mtl_bench.schema import SINGLE_ARCH
-from mtl_bench.engine import metrics as metrics_lib
 from mtl_bench.config import RunConfig
-from mtl_bench.errors import UserInputError
-from mtl_bench.remedies.anchors import kl_divergence
-from mtl_bench.models import ARCHITECTURES
+from mtl_bench.engine import metrics as metrics_lib
 from mtl_bench.engine.regimes import pretrain_last_day
-from mtl_bench.spec import Split
-from mtl_bench.tasks import recsim
 from mtl_bench.engine.training import Trainer, predict
+from mtl_bench.errors import UserInputError
+from mtl_bench.experiments import policy_report, rundir
+from mtl_bench.experiments import policy_arms as pa
+from mtl_bench.measures.divergence import output_drift
+from mtl_bench.models import ARCHITECTURES
+from mtl_bench.schema import SINGLE_ARCH
+from mtl_bench.tasks import recsim
+from mtl_bench.validation import check_choice, check_int, check_number, fail
 
-ARMS: tuple[str, ...] = ("logged", "on-policy", "reinforce")
+ARMS = pa.ARMS
 CANDIDATES = 20
 EVAL_ROWS = 4000
 PROBE_ROWS = 2000
+# Experiment options given as --param NAME=VALUE next to the simulator's parameters, with their defaults.
+OPTIONS: dict[str, Any] = {"arms": list(ARMS), "kl": [0.0], "ppo_epochs": [4], "clip": 0.2, "group": 4,
+                           "reward": "click"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The arms to run and their settings (see the module docstring)."""
+
+    arms: tuple[str, ...] = ARMS
+    kl: tuple[float, ...] = (0.0,)
+    ppo_epochs: tuple[int, ...] = (4,)
+    clip: float = 0.2
+    group: int = 4
+    reward: str = "click"
+
+    def variants(self, epochs_per_day: int) -> list[tuple[str, float, int]]:
+        """The ``(arm, kl, epochs)`` runs, in order."""
+        out: list[tuple[str, float, int]] = []
+        for arm in self.arms:
+            if arm in pa.SUPERVISED_ARMS:
+                out.append((arm, 0.0, epochs_per_day))
+            else:
+                out += [(arm, kl, e) for kl in self.kl for e in (self.ppo_epochs if arm == "ppo" else (1,))]
+        return out
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def split_params(config: RunConfig) -> tuple[dict[str, Any], Options]:
+    """The simulator's parameters and the experiment's :class:`Options`, from ``config.suite_params``.
+
+    Raises:
+        UserInputError: For an invalid option, or a sweep of a simulator parameter.
+    """
+    owner = f"experiment {experiments.POLICY}"
+    raw = {**OPTIONS, **{k: v for k, v in config.suite_params.items() if k in OPTIONS}}
+    world = {k: v for k, v in config.suite_params.items() if k not in OPTIONS}
+    swept = {k: v for k, v in world.items() if isinstance(v, list)}
+    if swept:
+        raise UserInputError(f"{owner} needs one suite variant; suite_params sweeps {swept}")
+    arms = _as_list(raw["arms"])
+    for arm in arms:
+        check_choice(owner, "arms", arm, ARMS)
+    if not arms or len(set(arms)) != len(arms):
+        raise fail(owner, "arms", f"a list naming each of {list(ARMS)} at most once", raw["arms"])
+    for name in ("kl", "ppo_epochs"):
+        if not _as_list(raw[name]) or len(set(_as_list(raw[name]))) != len(_as_list(raw[name])):
+            raise fail(owner, name, "one value or a list of distinct values", raw[name])
+    options = Options(
+        arms=tuple(arms),
+        kl=tuple(check_number(owner, "kl", v, 0.0) for v in _as_list(raw["kl"])),
+        ppo_epochs=tuple(check_int(owner, "ppo_epochs", v, 1, 100) for v in _as_list(raw["ppo_epochs"])),
+        clip=check_number(owner, "clip", raw["clip"], 0.0, low_open=True),
+        group=check_int(owner, "group", raw["group"], 2, CANDIDATES),
+        reward=check_choice(owner, "reward", raw["reward"], pa.REWARDS),
+    )
+    return world, options
 
 
 def _candidate_frame(sim: recsim.Simulator, slots: dict[str, np.ndarray], candidates: np.ndarray) -> pd.DataFrame:
@@ -83,44 +149,6 @@ def _candidate_frame(sim: recsim.Simulator, slots: dict[str, np.ndarray], candid
         "position": np.repeat(slots["position"], k), "hour": np.repeat(slots["hour"], k),
         "activity": sim.activity[users], "popularity": sim.popularity[items],
     })
-
-
-def _click_logits(model: keras.Model, features: dict[str, Any], training: bool = False) -> tf.Tensor:
-    p = tf.clip_by_value(tf.reshape(model(features, training=training)["click"], [-1]), 1e-6, 1 - 1e-6)
-    return tf.math.log(p) - tf.math.log1p(-p)
-
-
-class _Reinforce:
-    """One REINFORCE step per batch on the click head's softmax policy over the candidates."""
-
-    def __init__(self, model: keras.Model, learning_rate: float, k: int) -> None:
-        self.model, self.k = model, k
-        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        self.optimizer.build(model.trainable_variables)
-
-        def step(features, chosen, reward):
-            with tf.GradientTape() as tape:
-                logits = tf.reshape(_click_logits(model, features, training=True), [-1, k])
-                log_pi = tf.gather(tf.nn.log_softmax(logits, axis=1), chosen, batch_dims=1)
-                advantage = reward - tf.reduce_mean(reward)
-                loss = -tf.reduce_mean(advantage * log_pi)
-            # Only the click head and the layers under it get a gradient; the other heads are left alone.
-            pairs = [(g, v) for g, v in zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-                     if g is not None]
-            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-            return loss
-
-        self._step = tf.function(step, reduce_retracing=True, autograph=False)
-
-    def train(self, features: dict[str, np.ndarray], chosen: np.ndarray, reward: np.ndarray, batch_size: int,
-              rng: np.random.Generator) -> None:
-        n = len(chosen)
-        order = rng.permutation(n)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            rows = order[start:start + batch_size]
-            cand_rows = (rows[:, None] * self.k + np.arange(self.k)[None, :]).reshape(-1)
-            batch = {key: tf.constant(v[cand_rows]) for key, v in features.items()}
-            self._step(batch, tf.constant(chosen[rows], tf.int32), tf.constant(reward[rows], tf.float32))
 
 
 def _prefix(sim: recsim.Simulator, last_pretrain: int, per_day: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -144,152 +172,209 @@ def _gini(counts: np.ndarray) -> float:
     return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
-def run_arms(config: RunConfig, arch: str, seed: int) -> pd.DataFrame:
-    """The three arms for one architecture and seed: ``policy.csv`` rows."""
-    params = {**recsim.DEFAULTS, **config.suite_params}
+@dataclasses.dataclass
+class _Day:
+    """One day of the world, identical for every arm: slots, candidates and every candidate's outcomes."""
+
+    features: dict[str, np.ndarray]  # slot-major candidate rows
+    outcomes: pd.DataFrame  # one row per candidate row
+    reward: np.ndarray  # (slots, k)
+    keep: np.ndarray  # (slots,) not held out: may train
+    reference_logp: np.ndarray  # (slots, k) pre-trained policy
+
+
+def _draw_day(world: recsim.Simulator, encoder: recsim.Encoder, per_day: int, weights: dict[str, float],
+              reference: keras.Model | np.ndarray) -> _Day:
+    world.next_day()
+    slots = world.requests(per_day)
+    candidates = world.logging_items(per_day, k=CANDIDATES)
+    features = encoder.features(_candidate_frame(world, slots, candidates))
+    every = world.outcomes({k: np.repeat(v, CANDIDATES) for k, v in slots.items()}, candidates.reshape(-1))
+    if isinstance(reference, np.ndarray):
+        ref = reference
+    else:
+        ref = pa.log_softmax(pa.policy_scores(reference, features, weights).reshape(per_day, CANDIDATES))
+    return _Day(features, every, pa.reward_of(every, weights).reshape(per_day, CANDIDATES),
+                every["holdout"].to_numpy()[::CANDIDATES] == 0, ref.astype(np.float32))
+
+
+def _log_policy(model: keras.Model | pa.PolicyGradient, day: _Day, slots: np.ndarray,
+                weights: dict[str, float]) -> np.ndarray:
+    """``(slots, k)`` log-probabilities; an RL arm's from its updater's own graph, so its ratios start at 1 exactly."""
+    rows = pa.slot_rows(slots, CANDIDATES)
+    features = {k: v[rows] for k, v in day.features.items()}
+    if isinstance(model, pa.PolicyGradient):
+        return model.policy(features).astype(np.float64)
+    return pa.log_softmax(pa.policy_scores(model, features, weights).reshape(len(slots), CANDIDATES))
+
+
+def _update(updater: pa.PolicyGradient, day: _Day, slots: np.ndarray, samples: np.ndarray, actions: np.ndarray,
+            behaviour_logp: np.ndarray, advantage: np.ndarray) -> np.ndarray:
+    """One update on ``slots`` (samples index into them); the STATS measured before it."""
+    rows = pa.slot_rows(slots, CANDIDATES)
+    return updater.step({k: v[rows] for k, v in day.features.items()}, samples, actions, behaviour_logp, advantage,
+                        day.reference_logp[slots])
+
+
+def _rl_day(arm: str, updater: pa.PolicyGradient, day: _Day, options: Options, epochs: int,
+            batch_size: int, weights: dict[str, float], rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One day of an RL arm: the shown candidate per slot and the mean STATS of each update pass."""
+    n = len(day.keep)
+    chosen = np.zeros(n, np.int64)
+    passes: list[list[np.ndarray]] = [[] for _ in range(epochs)]
+    if arm == "ppo":
+        logp = _log_policy(updater, day, np.arange(n), weights)  # the start-of-day policy samples every rollout
+        chosen = pa.sample(logp, rng.random(n))
+        behaviour = logp[np.arange(n), chosen].astype(np.float32)
+        kept = np.flatnonzero(day.keep)
+        for epoch in range(epochs):
+            order = rng.permutation(kept)
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                advantage = pa.batch_advantages(day.reward[rows, chosen[rows]])
+                passes[epoch].append(_update(updater, day, rows, np.arange(len(rows)), chosen[rows], behaviour[rows],
+                                             advantage))
+        return chosen, [np.mean(p, axis=0) for p in passes if p]
+    for start in range(0, n, batch_size):  # strictly on-policy: sample a rollout batch, update once on it
+        batch = np.arange(start, min(start + batch_size, n))
+        logp = _log_policy(updater, day, batch, weights)
+        if arm == "reinforce":
+            picks = pa.sample(logp, rng.random(len(batch)))[:, None]
+            advantage_of = lambda r: pa.batch_advantages(r.reshape(-1))  # noqa: E731
+        else:
+            picks = pa.sample(logp, rng.random((len(batch), options.group)))
+            advantage_of = lambda r: pa.group_advantages(r).reshape(-1)  # noqa: E731
+        chosen[batch] = picks[:, 0]
+        local = np.flatnonzero(day.keep[batch])
+        if not len(local):
+            continue
+        picks = picks[local]
+        g = picks.shape[1]
+        samples = np.repeat(np.arange(len(local)), g)
+        actions = picks.reshape(-1)
+        passes[0].append(_update(updater, day, batch[local], samples, actions,
+                                 logp[local][samples, actions].astype(np.float32),
+                                 advantage_of(day.reward[batch[local][:, None], picks])))
+    return chosen, [np.mean(p, axis=0) for p in passes if p]
+
+
+def run_arms(config: RunConfig, arch: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every arm variant for one architecture and seed: ``policy.csv`` and ``policy_updates.csv`` rows."""
+    world_params, options = split_params(config)
+    params = {**recsim.DEFAULTS, **world_params}
     train_days = range(params["days"] - params["validation_days"] - params["test_days"])
     last_pretrain = pretrain_last_day(train_days, config.pretrain_days)
     if params["holdout_cohort"] < 0:
         params["holdout_cohort"] = 1
     params["holdout_day"] = last_pretrain + 1
     per_day = params["impressions_per_day"]
+    weights = pa.REWARDS[options.reward]
 
     def simulator() -> recsim.Simulator:
         return recsim.Simulator(seed, **params)
 
-    # Pre-training: days 0..D0 of logging-policy impressions; a random-policy sample of day D0 selects the epoch.
+    def build() -> keras.Model:
+        return ARCHITECTURES[arch](features=encoder.spec, tasks=encoder.tasks, **config.arch_params.get(arch, {}))
+
     sim = simulator()
     pretrain, selection, probe_frame = _prefix(sim, last_pretrain, per_day)
     encoder = recsim.Encoder.fit_raw_ids(pretrain, sim.params)
     keras.utils.set_random_seed(seed)
-    base = ARCHITECTURES[arch](features=encoder.spec, tasks=encoder.tasks, **config.arch_params.get(arch, {}))
+    base = build()
     trainer = Trainer(base, encoder.tasks, learning_rate=config.learning_rate, seed=seed)
     selection_split = encoder.split(selection)
     trainer.fit(encoder.split(pretrain), selection_split, epochs=config.epochs, batch_size=config.batch_size,
                 seed=seed, patience=config.patience)
     pretrained = [v.numpy() for v in base.weights]
     probe = encoder.split(probe_frame)
+    pre_probe = predict(base, probe)
+    references: dict[int, Any] = {}  # day -> the pre-trained policy's log-probabilities, computed by the first arm
 
     rows: list[dict[str, Any]] = []
-    for arm in ARMS:
-        # Every arm replays the same world from the same seed: same slots, candidates and random numbers.
+    updates: list[dict[str, Any]] = []
+    for arm, kl, epochs in options.variants(config.epochs_per_day):
         world = simulator()
         _prefix(world, last_pretrain, per_day)
         keras.utils.set_random_seed(seed)
-        model = ARCHITECTURES[arch](features=encoder.spec, tasks=encoder.tasks, **config.arch_params.get(arch, {}))
+        model = build()
         model(probe.take(slice(0, 2)).features)
         for v, w in zip(model.weights, pretrained):
             v.assign(w)
         supervised = Trainer(model, encoder.tasks, learning_rate=config.learning_rate, seed=seed)
-        reinforce = _Reinforce(model, config.learning_rate, CANDIDATES) if arm == "reinforce" else None
-        choice_rng = np.random.default_rng([seed, 7])
-        before = predict(model, probe)  # each day's "after" is the next day's "before"
-        for day in range(last_pretrain + 1, params["days"]):
-            world.next_day()
-            slots = world.requests(per_day)
-            candidates = world.logging_items(per_day, k=CANDIDATES)
-            cand_frame = _candidate_frame(world, slots, candidates)
-            cand_features = encoder.features(cand_frame)
+        updater = None
+        if arm in pa.RL_ARMS:
+            updater = pa.PolicyGradient(model, weights, CANDIDATES, config.learning_rate,
+                                        clip=options.clip if arm == "ppo" else None, kl=kl)
+        rng = np.random.default_rng([seed, 7])
+        key = {"arm": arm, "kl": kl, "epochs": epochs, "arch": arch, "seed": seed}
+        for t in encoder.tasks:
+            rows.append({**key, "day": last_pretrain, "task": t.name, "measure": "auc_probe",
+                         "value": metrics_lib.auc(probe.labels[t.name], pre_probe[t.name])})
+        before = pre_probe  # each day's "after" is the next day's "before"
+        for day_index in range(last_pretrain + 1, params["days"]):
+            day = _draw_day(world, encoder, per_day, weights, references.get(day_index, base))
+            references[day_index] = day.reference_logp
             if arm == "logged":
                 chosen = np.zeros(per_day, np.int64)
+            elif arm == "on-policy":
+                chosen = _log_policy(model, day, np.arange(per_day), weights).argmax(axis=1)
             else:
-                logits = predict_logits(model, cand_features).reshape(per_day, CANDIDATES)
-                if arm == "on-policy":
-                    chosen = logits.argmax(axis=1)
-                else:
-                    z = logits - logits.max(axis=1, keepdims=True)
-                    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-                    chosen = (prob.cumsum(axis=1) > choice_rng.random(per_day)[:, None]).argmax(axis=1)
-            shown = world.outcomes(slots, candidates[np.arange(per_day), chosen])
-            keep = shown["holdout"].to_numpy() == 0
-            if reinforce is None:
-                supervised.fit(encoder.split(shown[keep]), selection_split, epochs=config.epochs_per_day,
-                               batch_size=config.batch_size, seed=seed + day, patience=0, restore_best=False)
-            else:
-                kept = np.flatnonzero(keep)
-                cand_rows = (kept[:, None] * CANDIDATES + np.arange(CANDIDATES)[None, :]).reshape(-1)
-                for _ in range(config.epochs_per_day):
-                    reinforce.train({k: v[cand_rows] for k, v in cand_features.items()}, chosen[kept],
-                                    shown["click"].to_numpy(np.float32)[kept], config.batch_size, choice_rng)
-            after = predict(model, probe)
-            for t in encoder.tasks:
-                rows.append({"arm": arm, "arch": arch, "seed": seed, "day": day, "task": t.name, "measure": "auc_probe",
-                             "value": metrics_lib.auc(probe.labels[t.name], after[t.name])})
-            eval_frame = world.outcomes(world.requests(EVAL_ROWS), world.logging_items(EVAL_ROWS, "random"))
-            evaluation = encoder.split(eval_frame)
-            pred = predict(model, evaluation)
-            head = {"arm": arm, "arch": arch, "seed": seed, "day": day}
-            cohort = evaluation.meta["cohort"]
-            groups = {"auc": np.ones(len(cohort), bool), "auc_heldout": cohort == params["holdout_cohort"],
-                      "auc_control": cohort == 0}
-            for t in encoder.tasks:
-                y = evaluation.labels[t.name]
-                for measure, mask in groups.items():
-                    rows.append({**head, "task": t.name, "measure": measure,
-                                 "value": metrics_lib.auc(y[mask], pred[t.name][mask])})
-                drift = kl_divergence("binary", tf.constant(before[t.name]), tf.constant(after[t.name])).numpy()
-                rows.append({**head, "task": t.name, "measure": "output_drift", "value": float(np.mean(drift))})
-            before = after
-            counts = np.bincount(shown["item"], minlength=params["items"])
-            for measure, value in (("click_rate", float(shown["click"].mean())),
-                                   ("coverage", float((counts > 0).mean())), ("gini", _gini(counts))):
-                rows.append({**head, "task": "all", "measure": measure, "value": value})
+                chosen, stats = _rl_day(arm, updater, day, options, epochs, config.batch_size, weights, rng)
+                for epoch, values in enumerate(stats, start=1):
+                    updates += [{**key, "day": day_index, "epoch": epoch, "measure": m, "value": float(v)}
+                                for m, v in zip(pa.STATS, values)]
+            shown = day.outcomes.iloc[np.arange(per_day) * CANDIDATES + chosen].reset_index(drop=True)
+            if arm in pa.SUPERVISED_ARMS:
+                supervised.fit(encoder.split(shown[day.keep]), selection_split, epochs=config.epochs_per_day,
+                               batch_size=config.batch_size, seed=seed + day_index, patience=0, restore_best=False)
+            rows += _day_rows(model, encoder, world, probe, before, pre_probe, shown,
+                              day.reward[np.arange(per_day), chosen], params, {**key, "day": day_index})
+            before = predict(model, probe)
         keras.backend.clear_session(free_memory=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(updates, columns=[*_KEY, "day", "epoch", "measure", "value"])
 
 
-def predict_logits(model: keras.Model, features: dict[str, np.ndarray]) -> np.ndarray:
-    """Click logits of many candidate rows."""
-    split = Split(features, {"click": np.zeros(len(next(iter(features.values()))), np.float32)})
-    p = np.clip(predict(model, split)["click"], 1e-6, 1 - 1e-6)
-    return np.log(p) - np.log1p(-p)
+_KEY = ("arm", "kl", "epochs", "arch", "seed")
 
 
-def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and architecture (means over seeds): last-day AUCs, forgetting, drift and the policy's measures.
-
-    ``auc_click_ci_low`` / ``_high`` and ``probe_forgetting_click_ci_*`` are 95%
-    t-intervals over seeds; ``probe_forgetting_<task>`` is the first day's
-    ``auc_probe`` minus the last day's.
-    """
+def _day_rows(model: keras.Model, encoder: recsim.Encoder, world: recsim.Simulator, probe: Any,
+              before: dict[str, np.ndarray], pre_probe: dict[str, np.ndarray], shown: pd.DataFrame, reward: np.ndarray,
+              params: dict[str, Any], head: dict[str, Any]) -> list[dict[str, Any]]:
+    """The day's measures after its training."""
     rows = []
-    last, first = frame["day"].max(), frame["day"].min()
-    for (arm, arch), g in frame.groupby(["arm", "arch"], sort=False):
-        mean = lambda m, t, d=None: g[(g["measure"] == m) & (g["task"] == t) & ((g["day"] == d) if d is not None else True)]["value"].mean()  # noqa: E731
-
-        def per_seed(m: str, t: str, d: int) -> pd.Series:
-            return g[(g["measure"] == m) & (g["task"] == t) & (g["day"] == d)].set_index("seed")["value"]
-
-        row = {"arm": arm, "arch": arch, "n_seeds": g["seed"].nunique()}
-        for t in recsim.BEHAVIOURS:
-            row[f"auc_{t}"] = mean("auc", t, last)
-            row[f"probe_forgetting_{t}"] = mean("auc_probe", t, first) - mean("auc_probe", t, last)
-            row[f"output_drift_{t}"] = mean("output_drift", t)
-        _, row["auc_click_ci_low"], row["auc_click_ci_high"], _ = metrics_lib.mean_ci(per_seed("auc", "click", last).tolist())
-        forgetting = per_seed("auc_probe", "click", first) - per_seed("auc_probe", "click", last)
-        _, row["probe_forgetting_click_ci_low"], row["probe_forgetting_click_ci_high"], _ = metrics_lib.mean_ci(
-            forgetting.tolist())
-        row["heldout_click_lift_change"] = mean("auc_heldout", "click", last) - mean("auc_heldout", "click", first)
-        row["control_click_lift_change"] = mean("auc_control", "click", last) - mean("auc_control", "click", first)
-        for m in ("click_rate", "coverage", "gini"):
-            row[f"{m}_first"] = mean(m, "all", first)
-            row[f"{m}_last"] = mean(m, "all", last)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    after = predict(model, probe)
+    evaluation = encoder.split(world.outcomes(world.requests(EVAL_ROWS), world.logging_items(EVAL_ROWS, "random")))
+    pred = predict(model, evaluation)
+    cohort = evaluation.meta["cohort"]
+    groups = {"auc": np.ones(len(cohort), bool), "auc_heldout": cohort == params["holdout_cohort"],
+              "auc_control": cohort == 0}
+    for t in encoder.tasks:
+        rows.append({**head, "task": t.name, "measure": "auc_probe",
+                     "value": metrics_lib.auc(probe.labels[t.name], after[t.name])})
+        y = evaluation.labels[t.name]
+        for measure, mask in groups.items():
+            rows.append({**head, "task": t.name, "measure": measure, "value": metrics_lib.auc(y[mask], pred[t.name][mask])})
+        rows.append({**head, "task": t.name, "measure": "output_drift",
+                     "value": output_drift(before[t.name], after[t.name], t.kind)})
+        rows.append({**head, "task": t.name, "measure": "drift_pretrained",
+                     "value": output_drift(pre_probe[t.name], after[t.name], t.kind)})
+    counts = np.bincount(shown["item"], minlength=params["items"])
+    for measure, value in (("click_rate", float(shown["click"].mean())), ("reward", float(np.mean(reward))),
+                           ("coverage", float((counts > 0).mean())), ("gini", _gini(counts))):
+        rows.append({**head, "task": "all", "measure": measure, "value": value})
+    return rows
 
 
 def resolve(config: RunConfig) -> RunConfig:
-    """``config``, checked: the ``recsim`` suite, one suite variant, valid simulator parameters and architectures.
+    """``config``, checked: the ``recsim`` suite, one world, valid options, simulator parameters and architectures.
 
     Raises:
         UserInputError: Otherwise.
     """
     if config.suite != "recsim":
         raise UserInputError(f"experiment {experiments.POLICY!r} needs the recsim suite. Received: suite={config.suite!r}")
-    if any(isinstance(v, list) for v in config.suite_params.values()):
-        raise UserInputError(f"experiment {experiments.POLICY!r} needs one suite variant; "
-                             f"suite_params sweeps {config.suite_params}")
-    recsim.Simulator(0, **config.suite_params)  # checks the parameters before anything is written
+    world, _ = split_params(config)
+    recsim.Simulator(0, **world)  # checks the parameters before anything is written
     multi_task = sorted(set(ARCHITECTURES) - {SINGLE_ARCH})
     for arch in config.archs:
         if arch not in multi_task:
@@ -339,16 +424,19 @@ def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: T
     start = time.perf_counter()
     try:
         tf.config.experimental.enable_op_determinism()
-        frames = []
+        frames, update_frames = [], []
         for arch, seed in plan(config):
             if progress:
                 progress.write(f"policy: {arch} seed {seed}\n")
-            frames.append(run_arms(config, arch, seed))
+            rows, updates = run_arms(config, arch, seed)
+            frames.append(rows)
+            update_frames.append(updates)
         frame = pd.concat(frames, ignore_index=True)
         io.write_csv(out / "policy.csv", frame)
-        table = summarize(frame)
+        io.write_csv(out / "policy_updates.csv", pd.concat(update_frames, ignore_index=True))
+        table = policy_report.summarize(frame, pd.concat(update_frames, ignore_index=True))
         io.write_csv(out / "policy_summary.csv", table)
-        io.write_text(out / "policy.md", describe(table))
+        io.write_text(out / "policy.md", policy_report.describe(table))
     except BaseException as err:
         rundir.stop(out, manifest, err)
         raise
@@ -367,15 +455,4 @@ def runs(run_dir: Path) -> list[Path]:
     return []
 
 
-def describe(summary: pd.DataFrame) -> str:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
-    lines = ["# On-policy vs logged data", "",
-             "Last-day AUC on a random-policy sample, mean output drift per day on a fixed probe sample, the held-out "
-             "and control cohorts' change in click AUC, and the shown items' click rate, coverage and Gini "
-             "(first and last day); means over seeds.", "",
-             "| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in summary.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["ARMS", "CANDIDATES", "plan", "resolve", "resume", "run", "run_arms", "summarize"]
+__all__ = ["ARMS", "CANDIDATES", "OPTIONS", "Options", "plan", "resolve", "resume", "run", "run_arms", "split_params"]

@@ -105,20 +105,20 @@ def test_the_grid_runs_only_experiments_on_the_grid(tmp_path):
 
 
 def _fake_arms(config, arch, seed):
-    """``policy.run_arms``-shaped rows without training: constant values on two days."""
+    """``policy.run_arms``-shaped output without training: constant values on two days, no RL updates."""
     from mtl_bench.experiments import policy
     from mtl_bench.tasks import recsim
 
     rows = []
     for arm in policy.ARMS:
         for day in (2, 3):
-            head = dict(arm=arm, arch=arch, seed=seed, day=day)
+            head = dict(arm=arm, kl=0.0, epochs=1, arch=arch, seed=seed, day=day)
             for task in recsim.BEHAVIOURS:
                 for measure in ("auc", "auc_heldout", "auc_control", "auc_probe", "output_drift"):
                     rows.append({**head, "task": task, "measure": measure, "value": 0.5})
             for measure in ("click_rate", "coverage", "gini"):
                 rows.append({**head, "task": "all", "measure": measure, "value": 0.25})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame()  # policy.csv rows, no policy_updates.csv rows
 
 
 @pytest.fixture
