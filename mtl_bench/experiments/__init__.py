@@ -132,7 +132,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment(SPARSE_DENSE, "the cohort experiment swept from embedding to dense parameters (recsim)",
                    module="sparse_dense", markers=("points.csv", "sparse_dense.md")),
-        Experiment(POLICY, "logged vs on-policy vs REINFORCE training in the simulator (recsim)",
+        Experiment(POLICY, "logged vs on-policy supervised vs REINFORCE, PPO and GRPO (with a KL penalty) in the simulator (recsim)",
                    module="policy", markers=("policy.md",)),
     )
 }
