@@ -167,6 +167,8 @@ def _plots(study: optuna.Study, out: Path, ctx: ObjectiveContext, objective: str
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = draw()
+            if name == "param_importances":  # how much evidence the bars rest on
+                ax.set_title(f"Hyperparameter importances ({n_complete} complete trials)")
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             path = out / "plots" / f"{name}.png"
             tmp = path.with_name(f".{path.name}.tmp.png")
