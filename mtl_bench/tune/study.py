@@ -365,6 +365,9 @@ def optimize(setup: StudySetup) -> None:
     """Runs trials of the study in this process until the study's budget is used or reserved by other processes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(setup, create=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a killed process's trial frees its place in the budget
     if reserved(study) >= setup.n_trials:
         return
     repeats = 0
