@@ -359,7 +359,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     else:
         studies = {args.arch: tune.tune(config, args.arch, regime=args.regime, out=args.out, **options)}
     for arm, study in studies.items():
-        best = ", ".join(f"{v:.4f}" for v in study.best_values) or "none"
+        best = tune.format_values(study.best_values)
         print(f"{arm}: study {study.study_name}, best {study.objective} {best} {study.best_params}")
         for note in study.notes:
             print(f"note: {note}")

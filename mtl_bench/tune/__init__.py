@@ -37,7 +37,14 @@ from mtl_bench.tune.objectives import (
     final_scores,
     task_score,
 )
-from mtl_bench.tune.results import ArmsResult, TuneResult, best_config, best_single_scores, trials_table
+from mtl_bench.tune.results import (
+    ArmsResult,
+    TuneResult,
+    best_config,
+    best_single_scores,
+    format_values,
+    trials_table,
+)
 from mtl_bench.tune.space import (
     LOSS_WEIGHT,
     SEARCH_SPACES,
@@ -81,6 +88,7 @@ __all__ = [
     "best_config",
     "best_single_scores",
     "final_scores",
+    "format_values",
     "load_space_overrides",
     "loss_weight_space",
     "search_space",

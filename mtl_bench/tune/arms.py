@@ -161,6 +161,7 @@ def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progre
                        f"running {max(remaining, 0)} on {workers} worker(s)\n")
         progress.flush()
     t0 = time.perf_counter()
+    died = ""
     if remaining > 0 and workers <= 1 and study_lib.pin_threads():
         study_lib.optimize(setup)
     elif remaining > 0:  # workers, or one pinned worker when this process's TensorFlow is not pinned
@@ -168,12 +169,18 @@ def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progre
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = [pool.submit(study_lib.worker, setup) for _ in range(min(workers, remaining))]
             for future in concurrent.futures.as_completed(futures):
-                future.result()
+                try:
+                    future.result()
+                except concurrent.futures.process.BrokenProcessPool:  # killed (OOM, kill -9): the study stays usable
+                    died = ("a worker process died; its trial is marked failed once its heartbeat is stale "
+                            f"({setup.grace_period}s) and does not count: run the command again to finish the budget")
     study = study_lib.open_study(setup, create=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
     result = write_results(setup, study, out, opts.retrain_seeds)
+    if died:
+        result.notes.append(died)
     if progress:
         counts = result.trials["state"].value_counts().to_dict() if not result.trials.empty else {}
         progress.write(f"study {setup.study_name}: {counts} in {time.perf_counter() - t0:.1f}s; "
