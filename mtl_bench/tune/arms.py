@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -171,7 +172,7 @@ def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progre
             for future in concurrent.futures.as_completed(futures):
                 try:
                     future.result()
-                except concurrent.futures.process.BrokenProcessPool:  # killed (OOM, kill -9): the study stays usable
+                except BrokenProcessPool:  # killed (OOM, kill -9): the study stays usable
                     died = ("a worker process died; its trial is marked failed once its heartbeat is stale "
                             f"({setup.grace_period}s) and does not count: run the command again to finish the budget")
     study = study_lib.open_study(setup, create=False)
