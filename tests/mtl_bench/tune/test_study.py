@@ -138,6 +138,9 @@ def test_resume_after_kill_loses_only_the_inflight_trial(tmp_path, tiny_config):
     assert trials.loc[1, "reason"] == tune.INTERRUPTED
     # Trial 0 survived the kill unchanged; the budget counts finished trials only.
     assert (trials.state == "COMPLETE").sum() == 3
+    # The resumed process continues the sampler's stream: no finished trial repeats another's parameters.
+    done = trials[trials.state == "COMPLETE"]
+    assert len(done.drop_duplicates([c for c in done.columns if c.startswith("params_")])) == 3
 
 
 # --------------------------------------------------------------------------- PostgreSQL
