@@ -196,7 +196,8 @@ def test_postgresql_two_workers_lose_and_duplicate_no_trial(tmp_path, postgres_u
     result = tune.tune(tiny_config(), "shared_bottom", n_trials=n, workers=2, storage=postgres_url,
                        study_name="pg-two-workers", out=tmp_path / "t", progress=None)
     trials = result.trials
-    study = optuna.load_study(study_name="pg-two-workers", storage=postgres_url)
+    driver = postgres_url.replace("postgresql://", "postgresql+psycopg2://")  # psycopg 3 may be absent
+    study = optuna.load_study(study_name="pg-two-workers", storage=driver)
     done = [t for t in study.trials if study_lib.is_counted(t)]
     assert len(done) == n  # the budget exactly: none lost, none over
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in done)
