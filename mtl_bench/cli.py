@@ -359,7 +359,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     else:
         studies = {args.arch: tune.tune(config, args.arch, regime=args.regime, out=args.out, **options)}
     for arm, study in studies.items():
-        print(f"{arm}: study {study.study_name}, best {study.best_values} {study.best_params}")
+        best = tune.format_values(study.best_values)
+        print(f"{arm}: study {study.study_name}, best {study.objective} {best} {study.best_params}")
         for note in study.notes:
             print(f"note: {note}")
         print(f"  written: {study.out / 'trials.csv'}" + (f", {study.config_path}" if study.config_path else ""))

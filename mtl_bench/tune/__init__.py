@@ -22,7 +22,10 @@ Modules:
 * :mod:`~mtl_bench.tune.arms`: :func:`tune` (one arm) and :func:`tune_arms` (equal budget over arms).
 
 Storage is ``<out>/study.db`` (SQLite) by default, or any SQLAlchemy URL; a later ``tune`` call with the
-same storage and study name resumes, counting only finished trials against the budget.
+same storage and study name resumes, counting only finished trials against the budget. Trial ``k`` samples
+from a state seeded by ``(sampler_seed, k)`` (:class:`~mtl_bench.tune.study.TrialSeededTPE`), so resuming
+continues the search; the per-trial budget is recorded in the study and a resume with another one is refused;
+processes sharing a study run distinct trials and exactly the budget (see :mod:`mtl_bench.tune.study`).
 """
 
 from mtl_bench.tune.arms import SINGLE_ARM, TUNABLE_REGIMES, TuneOptions, tune, tune_arms
@@ -34,7 +37,14 @@ from mtl_bench.tune.objectives import (
     final_scores,
     task_score,
 )
-from mtl_bench.tune.results import ArmsResult, TuneResult, best_config, best_single_scores, trials_table
+from mtl_bench.tune.results import (
+    ArmsResult,
+    TuneResult,
+    best_config,
+    best_single_scores,
+    format_values,
+    trials_table,
+)
 from mtl_bench.tune.space import (
     LOSS_WEIGHT,
     SEARCH_SPACES,
@@ -44,7 +54,15 @@ from mtl_bench.tune.space import (
     loss_weight_space,
     search_space,
 )
-from mtl_bench.tune.study import FAIL_REASON, INTERRUPTED, PRUNERS, PruningCallback, StudySetup
+from mtl_bench.tune.study import (
+    FAIL_REASON,
+    INTERRUPTED,
+    PRUNERS,
+    SKIPPED,
+    PruningCallback,
+    StudySetup,
+    TrialSeededTPE,
+)
 
 __all__ = [
     "ArmsResult",
@@ -60,14 +78,17 @@ __all__ = [
     "PruningCallback",
     "SEARCH_SPACES",
     "SINGLE_ARM",
+    "SKIPPED",
     "StudySetup",
     "TRAINING_PARAMS",
     "TUNABLE_REGIMES",
+    "TrialSeededTPE",
     "TuneOptions",
     "TuneResult",
     "best_config",
     "best_single_scores",
     "final_scores",
+    "format_values",
     "load_space_overrides",
     "loss_weight_space",
     "search_space",

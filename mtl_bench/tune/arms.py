@@ -4,13 +4,17 @@ several arms with an equal budget, then re-trains each best configuration over s
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import inspect
 import multiprocessing
 import re
+import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,13 +23,21 @@ import optuna
 from mtl_bench import io
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
+from mtl_bench.engine import cells
 from mtl_bench.experiments import grid
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.schema import JOINT, SEQUENTIAL, SINGLE, SINGLE_ARCH
 from mtl_bench.tune import study as study_lib
 from mtl_bench.tune.objectives import OBJECTIVES
-from mtl_bench.tune.results import ArmsResult, TuneResult, best_single_scores, write_results
-from mtl_bench.tune.space import load_space_overrides, search_space
+from mtl_bench.tune.results import (
+    ArmsResult,
+    TuneResult,
+    best_single_scores,
+    format_values,
+    with_single_baseline,
+    write_results,
+)
+from mtl_bench.tune.space import Param, load_space_overrides, search_space
 from mtl_bench.validation import check_choice, check_int
 
 OWNER = "tune"
@@ -79,10 +91,62 @@ def _check(config: RunConfig, regime: str, opts: TuneOptions) -> None:
     check_choice(OWNER, "pruner", opts.pruner, sorted(study_lib.PRUNERS))
     for name in ("n_trials", "workers", "retrain_seeds", "heartbeat_interval", "grace_period"):
         check_int(OWNER, name, getattr(opts, name), low=1)
+    loader = inspect.signature(cells.suite_loader(config)).parameters
+    valid = sorted(n for n, p in loader.items() if n != "seed" and p.kind is not p.VAR_KEYWORD)
+    for name in config.suite_params:
+        if name not in valid and not any(p.kind is p.VAR_KEYWORD for p in loader.values()):
+            raise UserInputError(f"suite {config.suite!r} has no parameter {name!r} (--param); valid: {valid}")
+    for name, params in config.arch_params.items():
+        check_choice(OWNER, "arch_params table", name, sorted(ARCHITECTURES))
+        ctor = inspect.signature(ARCHITECTURES[name].__init__).parameters
+        names = sorted(n for n, p in ctor.items() if p.kind is p.KEYWORD_ONLY)
+        for key in params:
+            if key not in names:
+                raise UserInputError(f"arch_params.{name}: {name} has no parameter {key!r}; valid: {names}")
     if any(isinstance(v, list) for v in config.suite_params.values()):
         raise UserInputError(f"tuning needs one suite variant; suite_params sweeps {config.suite_params}")
     if config.experiment:
         raise UserInputError(f"tuning runs no experiment; drop experiment={config.experiment!r} from the config")
+
+
+@contextlib.contextmanager
+def _removed_on_error(out: Path) -> Iterator[None]:
+    """Creates ``out``; removes it again when setting up fails with a user error, so no empty directory is left."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except UserInputError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _fixed_by_config(config: RunConfig, arch: str) -> dict[str, dict[str, Param]]:
+    """The base configuration's ``arch_params`` of the tuned architecture: fixed, not searched."""
+    return {arch: {k: Param(value=v, fixed=True) for k, v in config.arch_params.get(arch, {}).items()}}
+
+
+def _setup(config: RunConfig, arch: str, regime: str, opts: TuneOptions, *, storage: str,
+           study_name: str) -> study_lib.StudySetup:
+    """One arm's study setup, every name and value checked; touches no file."""
+    overrides = load_space_overrides(opts.space_file) if opts.space_file else {}
+    fixed = _fixed_by_config(config, arch)
+    overrides = {**overrides, arch: {**fixed[arch], **overrides.get(arch, {})}}
+    objective = opts.objective
+    if OBJECTIVES[objective].needs_reference and arch == SINGLE_ARCH:
+        objective = "mean_auc"  # the single-task arm is the reference itself
+    setup = study_lib.StudySetup(
+        config=config, arch=arch, regime=regime, objective=objective, space={}, storage=storage,
+        study_name=study_name, n_trials=opts.n_trials, sampler_seed=opts.sampler_seed, pruner=opts.pruner,
+        pruner_params=dict(opts.pruner_params), main_task=opts.main_task or "",
+        heartbeat_interval=opts.heartbeat_interval, grace_period=opts.grace_period,
+    )
+    data = study_lib.load_data(setup)
+    if opts.main_task:
+        check_choice(OWNER, "main_task", opts.main_task, [t.name for t in data.tasks])
+    study_lib.make_pruner(setup)
+    return dataclasses.replace(setup, space=search_space(arch, data.tasks, overrides))
 
 
 def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progress: TextIO | None) -> TuneResult:
@@ -98,23 +162,30 @@ def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progre
                        f"running {max(remaining, 0)} on {workers} worker(s)\n")
         progress.flush()
     t0 = time.perf_counter()
-    if remaining > 0 and workers <= 1:
-        study_lib.optimize(setup, remaining)
-    elif remaining > 0:
-        quotas = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+    died = ""
+    if remaining > 0 and workers <= 1 and study_lib.pin_threads():
+        study_lib.optimize(setup)
+    elif remaining > 0:  # workers, or one pinned worker when this process's TensorFlow is not pinned
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = [pool.submit(study_lib.worker, setup, q, i) for i, q in enumerate(quotas) if q]
+            futures = [pool.submit(study_lib.worker, setup) for _ in range(min(workers, remaining))]
             for future in concurrent.futures.as_completed(futures):
-                future.result()
+                try:
+                    future.result()
+                except BrokenProcessPool:  # killed (OOM, kill -9): the study stays usable
+                    died = ("a worker process died; its trial is marked failed once its heartbeat is stale "
+                            f"({setup.grace_period}s) and does not count: run the command again to finish the budget")
     study = study_lib.open_study(setup, create=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)
     result = write_results(setup, study, out, opts.retrain_seeds)
+    if died:
+        result.notes.append(died)
     if progress:
         counts = result.trials["state"].value_counts().to_dict() if not result.trials.empty else {}
-        progress.write(f"study {setup.study_name}: {counts} in {time.perf_counter() - t0:.1f}s; best {result.best_values}\n")
+        progress.write(f"study {setup.study_name}: {counts} in {time.perf_counter() - t0:.1f}s; "
+                       f"best {result.objective} {format_values(result.best_values)}\n")
         progress.flush()
     return result
 
@@ -163,26 +234,15 @@ def tune(
     _check(config, regime, opts)
     study_name = opts.study_name or f"{config.suite}-{arch}-{regime}-{opts.objective}"
     out = Path(out) if out else Path(runs_root) / f"tune-{_safe(study_name)}"
-    out.mkdir(parents=True, exist_ok=True)
-    storage = opts.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    overrides = load_space_overrides(opts.space_file) if opts.space_file else {}
-    objective = opts.objective
-    if OBJECTIVES[objective].needs_reference and arch == SINGLE_ARCH:
-        objective = "mean_auc"  # the single-task arm is the reference itself
-    setup = study_lib.StudySetup(
-        config=config, arch=arch, regime=regime, objective=objective, space={}, storage=storage,
-        study_name=study_name, n_trials=opts.n_trials, sampler_seed=opts.sampler_seed, pruner=opts.pruner,
-        pruner_params=dict(opts.pruner_params), main_task=opts.main_task or "",
-        heartbeat_interval=opts.heartbeat_interval, grace_period=opts.grace_period,
-    )
-    data = study_lib.load_data(setup)
-    if opts.main_task:
-        check_choice(OWNER, "main_task", opts.main_task, [t.name for t in data.tasks])
-    setup = dataclasses.replace(setup, space=search_space(arch, data.tasks, overrides))
+    setup = _setup(config, arch, regime, opts, storage=opts.storage or f"sqlite:///{(out / 'study.db').resolve()}",
+                   study_name=study_name)
+    objective = setup.objective
+    with _removed_on_error(out):
+        study_lib.open_study(setup, create=True)  # storage, pruner and signature checks before any trial
     if OBJECTIVES[objective].needs_reference:
         if reference is None:
             single = tune(config, SINGLE_ARM, out=out / SINGLE_ARCH, progress=progress,
-                          **{**options, "objective": "mean_auc", "storage": storage,
+                          **{**options, "objective": "mean_auc", "storage": setup.storage,
                              "study_name": f"{study_name}.{SINGLE_ARCH}"})
             reference = best_single_scores(single)
         setup = dataclasses.replace(setup, reference=dict(reference))
@@ -230,18 +290,30 @@ def tune_arms(
     _check(config, regime, opts)
     base = opts.study_name or f"{config.suite}-{regime}-{opts.objective}"
     out = Path(out) if out else Path(runs_root) / f"tune-{_safe(base)}"
-    out.mkdir(parents=True, exist_ok=True)
     storage = opts.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    for arch, arm_regime in resolved.values():  # every arm's names and values, before any file is written
+        _setup(config, arch, arm_regime, opts, storage=storage, study_name=f"{base}.{arch}")
     ordered = sorted(arms, key=lambda a: resolved[a][0] != SINGLE_ARCH)
     studies: dict[str, TuneResult] = {}
     reference = None
+    created = not out.exists()
     for name in ordered:
         arch = resolved[name][0]
-        result = tune(config, arch, regime=regime, out=out / _safe(name), progress=progress, reference=reference,
-                      **{**options, "storage": storage, "study_name": f"{base}.{arch}"})
+        try:
+            result = tune(config, arch, regime=regime, out=out / _safe(name), progress=progress, reference=reference,
+                          **{**options, "storage": storage, "study_name": f"{base}.{arch}"})
+        except UserInputError:
+            if created and not studies and not any(p.is_file() for p in out.rglob("*")):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         if arch == SINGLE_ARCH and OBJECTIVES[opts.objective].needs_reference:
             reference = best_single_scores(result)
         studies[name] = result
+    single = next((r for n, r in studies.items() if resolved[n][0] == SINGLE_ARCH), None)
+    if single is not None and single.config_path is not None:
+        for result in studies.values():
+            if result is not single and result.config_path is not None:
+                with_single_baseline(result.config_path, single.config_path)
     run_dirs: dict[str, Path] = {}
     if retrain:
         for name, result in studies.items():

@@ -18,7 +18,9 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.schema import SINGLE, SINGLE_ARCH
 from mtl_bench.tune.objectives import ObjectiveContext
 from mtl_bench.tune.space import split_params
-from mtl_bench.tune.study import FAIL_REASON, INTERRUPTED, StudySetup, context
+from mtl_bench.tune.study import FAIL_REASON, INTERRUPTED, SKIPPED, StudySetup, context, counted
+
+MIN_IMPORTANCE_TRIALS = 10  # fewer complete trials give importances too noisy to draw
 
 SCORE_PREFIX = "score_"  # trials.csv: the column of one task's validation score
 
@@ -38,6 +40,7 @@ class TuneResult:
         config_path: ``config.toml`` of the best configuration, or None.
         pareto: Numbers of the Pareto-optimal trials (multi-objective).
         notes: Things the user should know (e.g. skipped plots).
+        objective: The objective's name (the label of every value).
     """
 
     study_name: str
@@ -50,6 +53,12 @@ class TuneResult:
     config_path: Path | None
     pareto: list[int]
     notes: list[str]
+    objective: str = ""
+
+
+def format_values(values: list[float]) -> str:
+    """Objective values as a user reads them: ``0.5822``, or ``0.9312, 0.8820`` (none: ``-``)."""
+    return ", ".join(f"{v:.4f}" for v in values) if values else "-"
 
 
 @dataclasses.dataclass
@@ -75,16 +84,33 @@ def best_config(setup: StudySetup, params: dict[str, Any], seeds: int) -> RunCon
     fixed_training, fixed_ctor, fixed_weights = split_params({k: p.value for k, p in setup.space.items() if p.fixed})
     # ``archs`` lists multi-task architectures only; the single regime trains ``single_task`` from arch_params.
     archs = [a for a in setup.config.archs if a != SINGLE_ARCH] if setup.arch == SINGLE_ARCH else [setup.arch]
+    # A multi-task arm is written with the single regime too, so ``mtl-bench run --config`` measures transfer.
+    regimes = [setup.regime] if setup.regime == SINGLE else [SINGLE, setup.regime]
     return dataclasses.replace(
         setup.config,
         archs=archs,
-        regimes=[setup.regime],
+        regimes=regimes,
         arch_params={setup.arch: {**fixed_ctor, **ctor}},
         seeds=seeds,
         single_baseline=SINGLE_ARCH if setup.regime == SINGLE else setup.config.single_baseline,
         task_weights={**setup.config.task_weights, **fixed_weights, **weights},
         **{**fixed_training, **training},
     )
+
+
+def with_single_baseline(config_path: Path, single_config_path: Path) -> RunConfig:
+    """Rewrites a tuned multi-task arm's ``config.toml`` to compare against the tuned single-task arm.
+
+    Its single regime then trains ``single_task`` (``single_baseline``) with the single arm's best
+    constructor arguments; training settings (learning rate, batch size) stay the multi-task arm's, as a run
+    has one of each.
+    """
+    config = RunConfig.from_toml(config_path)
+    single = RunConfig.from_toml(single_config_path).arch_params.get(SINGLE_ARCH, {})
+    config = dataclasses.replace(config, single_baseline=SINGLE_ARCH,
+                                 arch_params={**config.arch_params, SINGLE_ARCH: dict(single)})
+    io.write_text(config_path, config.to_toml())
+    return config
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -103,13 +129,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         for task, score in (t.user_attrs.get("scores") or {}).items():
             row[f"{SCORE_PREFIX}{task}"] = score
         row["last_step"] = t.last_step if t.last_step is not None else ""
-        reason = t.user_attrs.get(FAIL_REASON, "")
+        reason = t.user_attrs.get(FAIL_REASON, "") or t.user_attrs.get(SKIPPED, "")
         row["reason"] = reason or (INTERRUPTED if t.state == optuna.trial.TrialState.FAIL else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _plots(study: optuna.Study, out: Path, ctx: ObjectiveContext) -> list[str]:
+def _plots(study: optuna.Study, out: Path, ctx: ObjectiveContext, objective: str) -> list[str]:
     """PNG plots via optuna.visualization.matplotlib; returns notes on plots that could not be drawn."""
     import matplotlib
 
@@ -119,21 +145,30 @@ def _plots(study: optuna.Study, out: Path, ctx: ObjectiveContext) -> list[str]:
 
     multi = len(study.directions) > 1
     first = lambda t: t.values[0]  # noqa: E731
+    label = f"{objective} ({ctx.tasks[0]})" if multi else objective
+    target = {"target": first} if multi else {}
     plots: dict[str, Callable[[], Any]] = {
-        "history": (lambda: ovm.plot_optimization_history(study, target=first, target_name=ctx.tasks[0]))
-        if multi else (lambda: ovm.plot_optimization_history(study)),
-        "param_importances": (lambda: ovm.plot_param_importances(study, target=first, target_name=ctx.tasks[0]))
-        if multi else (lambda: ovm.plot_param_importances(study)),
+        "history": lambda: ovm.plot_optimization_history(study, target_name=label, **target),
     }
+    n_complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    skipped = []
+    if n_complete >= MIN_IMPORTANCE_TRIALS:
+        plots["param_importances"] = lambda: ovm.plot_param_importances(study, target_name=label, **target)
+    else:
+        skipped.append(f"plot param_importances not drawn: {n_complete} complete trial(s); importances need "
+                       f"at least {MIN_IMPORTANCE_TRIALS} to mean anything")
+        (out / "plots" / "param_importances.png").unlink(missing_ok=True)  # from an earlier, smaller sitting
     if multi and len(study.directions) in (2, 3):
         plots["pareto_front"] = lambda: ovm.plot_pareto_front(study, target_names=list(ctx.tasks))
-    notes = []
+    notes = skipped
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, draw in plots.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ax = draw()
+            if name == "param_importances":  # how much evidence the bars rest on
+                ax.set_title(f"Hyperparameter importances ({n_complete} complete trials)")
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             path = out / "plots" / f"{name}.png"
             tmp = path.with_name(f".{path.name}.tmp.png")
@@ -152,7 +187,7 @@ def write_results(setup: StudySetup, study: optuna.Study, out: Path, retrain_see
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         notes = [f"study {setup.study_name!r} has no complete trial: no best configuration"]
-        return TuneResult(setup.study_name, setup.storage, out, trials, {}, [], {}, None, [], notes)
+        return TuneResult(setup.study_name, setup.storage, out, trials, {}, [], {}, None, [], notes, setup.objective)
     pareto: list[int] = []
     if len(study.directions) > 1:
         front = sorted(study.best_trials, key=lambda t: (-sum(t.values), t.number))
@@ -170,6 +205,9 @@ def write_results(setup: StudySetup, study: optuna.Study, out: Path, retrain_see
         "objective": setup.objective, "trial": best.number, "values": best_values, "params": best_params,
         "validation_scores": best_scores, "pareto_trials": pareto, "reference": setup.reference,
     })
-    notes = _plots(study, out, context(setup))
+    notes = _plots(study, out, context(setup), setup.objective)
+    if counted(study) < setup.n_trials:
+        notes.append(f"{counted(study)} of {setup.n_trials} trials finished (the sampler kept repeating tried "
+                     "configurations, or a process stopped): run the command again to resume")
     return TuneResult(setup.study_name, setup.storage, out, trials, best_params, best_values, best_scores,
-                      config_path, pareto, notes)
+                      config_path, pareto, notes, setup.objective)

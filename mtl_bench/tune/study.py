@@ -9,6 +9,14 @@ pruner says so.
 Storage is an Optuna RDB storage: an SQLite file or any SQLAlchemy URL (``postgresql://user@host/db`` for
 many machines). A heartbeat marks a trial whose process was killed as failed once its grace period has
 passed; the budget counts only finished trials (complete, pruned, or failed for a recorded reason).
+
+Several processes may share a study (``--workers``, or ``tune`` started on several machines); the storage is
+the truth they agree on. Trial ``k``'s sampler is seeded from ``(sampler seed, k)`` (:class:`TrialSeededTPE`),
+so a resumed study continues the stream instead of restarting it, and a study run in several sittings
+proposes what an uninterrupted one would. A trial reserves its place in the budget when it starts: it is not
+run (state FAIL, user attr :data:`SKIPPED`, not counted) when the trials numbered before it that are running
+or counted already fill the budget, or when its parameters equal those of a counted trial or of an earlier
+running one. Trials are therefore distinct and never more than ``n_trials`` are counted.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import optuna
 
 from mtl_bench.config import RunConfig
@@ -33,6 +42,9 @@ from mtl_bench.tune.objectives import OBJECTIVES, EpochObjective, ObjectiveConte
 from mtl_bench.tune.space import Param, split_params
 
 FAIL_REASON = "fail_reason"  # the user attribute holding why a trial failed
+SKIPPED = "skipped"  # the user attribute holding why a trial was not run (a repeat, or over budget); not counted
+BUDGET = "budget"  # the study user attribute recording the per-trial training budget
+MAX_REPEATS = 20  # proposals in a row that repeat a tried configuration before a worker gives up
 INTERRUPTED = "interrupted: the process running the trial stopped (no heartbeat)"
 
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
@@ -71,8 +83,36 @@ class StudySetup:
         return tuple(sorted(self.config.suite_params.items()))
 
 
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """Optuna's TPE sampler whose random state for trial ``k`` is seeded from ``(seed, k)``.
+
+    A plain ``TPESampler(seed=s)`` seeds one stream per process: a resumed study (a new process) replays the
+    stream from its start and proposes the configurations it already tried, and workers would need seeds of
+    their own. Seeding per trial number, which the storage hands out once per study, makes a trial's proposal
+    depend only on the seed, its number and the trials finished before it: resuming continues the stream,
+    and the random start-up trials are the same however many workers run them. ``constant_liar`` keeps
+    concurrent workers from proposing what a running trial is already trying.
+    """
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(seed=seed, constant_liar=True, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        tpe, start_up = np.random.SeedSequence([self._base_seed, trial.number]).generate_state(2)
+        self._rng.rng.seed(int(tpe))  # Optuna's own attributes: TPE's and its start-up RandomSampler's state
+        self._random_sampler._rng.rng.seed(int(start_up))
+        super().before_trial(study, trial)
+
+
 class _TrialFailed(Exception):
     """A trial that diverged or had an invalid configuration; its reason is in its user attrs."""
+
+
+class _TrialSkipped(Exception):
+    """A trial not run (a repeat, or over budget); its reason is in its user attrs."""
 
 
 def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
@@ -104,6 +144,35 @@ def _signature(setup: StudySetup) -> dict[str, Any]:
             "arch": setup.arch, "regime": setup.regime, "objective": setup.objective}
 
 
+BUDGET_FIELDS = ("epochs", "patience", "max_train_rows", "max_eval_rows", "first_seed", "selection",
+                 "selection_share", "epochs_per_day", "pretrain_days")
+
+
+def budget(setup: StudySetup) -> dict[str, Any]:
+    """What makes one trial's score comparable with another's besides its parameters (a study user attr)."""
+    return {name: getattr(setup.config, name) for name in BUDGET_FIELDS} | {
+        "task_weights": dict(sorted(setup.config.task_weights.items())),
+    }
+
+
+def _changes(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {stored.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(stored) | set(current))
+                     if stored.get(k) != current.get(k))
+
+
+def make_pruner(setup: StudySetup) -> optuna.pruners.BasePruner:
+    """The setup's pruner (none for a multi-objective study).
+
+    Raises:
+        UserInputError: The pruner parameters are wrong.
+    """
+    params = {**DEFAULT_PRUNER_PARAMS.get(setup.pruner, {}), **setup.pruner_params}
+    try:
+        return optuna.pruners.NopPruner() if OBJECTIVES[setup.objective].multi else PRUNERS[setup.pruner](**params)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"pruner {setup.pruner!r}: {_first_line(err)}") from None
+
+
 def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
     """The setup's study: created (or resumed, when its signature matches) with ``create``, else loaded.
 
@@ -113,12 +182,8 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
     """
     objective = OBJECTIVES[setup.objective]
     n_values = objective.n_values(context(setup))
-    sampler = optuna.samplers.TPESampler(seed=setup.sampler_seed)
-    params = {**DEFAULT_PRUNER_PARAMS.get(setup.pruner, {}), **setup.pruner_params}
-    try:
-        pruner = optuna.pruners.NopPruner() if objective.multi else PRUNERS[setup.pruner](**params)
-    except TypeError as err:
-        raise UserInputError(f"pruner {setup.pruner!r}: {err}") from None
+    sampler = TrialSeededTPE(setup.sampler_seed)
+    pruner = make_pruner(setup)
     storage = _storage(setup)
     if not create:
         return optuna.load_study(storage=storage, study_name=setup.study_name, sampler=sampler, pruner=pruner)
@@ -133,17 +198,52 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
             study.set_user_attr(key, value)
     elif stored != signature:
         raise UserInputError(
-            f"study {setup.study_name!r} in {setup.storage} was made for {stored}, not {signature}; "
-            "use another --study name"
+            f"study {setup.study_name!r} in {setup.storage} was made for another arm or suite variant "
+            f"({_changes(stored, signature)}); use the same settings to resume, or another --study name"
+        )
+    current = json.loads(json.dumps(budget(setup), default=str))
+    recorded = study.user_attrs.get(BUDGET)
+    if recorded is None:
+        study.set_user_attr(BUDGET, current)
+    elif recorded != current:
+        raise UserInputError(
+            f"study {setup.study_name!r} in {setup.storage} was tuned with another per-trial budget "
+            f"({_changes(recorded, current)}); its trials would not be comparable: resume with the same "
+            "settings, or use another --study name"
         )
     return study
 
 
-def counted(study: optuna.Study) -> int:
-    """Trials that use up the budget: complete, pruned, or failed for a recorded reason (not interrupted)."""
+def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """The trial used up budget: complete, pruned, or failed for a recorded reason (not interrupted or skipped)."""
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(t.state in done or (t.state == optuna.trial.TrialState.FAIL and FAIL_REASON in t.user_attrs)
+    return trial.state in done or (trial.state == optuna.trial.TrialState.FAIL and FAIL_REASON in trial.user_attrs)
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that use up the budget (see :func:`is_counted`)."""
+    return sum(is_counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def _live(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == optuna.trial.TrialState.RUNNING and SKIPPED not in trial.user_attrs
+
+
+def reserved(study: optuna.Study, *, before: int | None = None, exclude: int | None = None) -> int:
+    """Counted trials plus running ones (numbered below ``before``, if given, and not ``exclude``)."""
+    return sum((is_counted(t) or _live(t)) and t.number != exclude and (before is None or t.number < before)
                for t in study.get_trials(deepcopy=False))
+
+
+def skip_reason(study: optuna.Study, number: int, params: Mapping[str, Any], n_trials: int) -> str | None:
+    """Why trial ``number`` with ``params`` must not run (a repeat, or the budget is reserved), or None."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number != number]
+    for t in trials:
+        if (is_counted(t) or (_live(t) and t.number < number)) and t.params == dict(params):
+            return f"repeats trial {t.number}'s parameters: not run, not counted"
+    if reserved(study, before=number) >= n_trials:
+        return f"the budget of {n_trials} trials was reserved by other trials: not run, not counted"
+    return None
 
 
 def _without_test(data: SuiteData) -> SuiteData:
@@ -225,6 +325,10 @@ def evaluate_trial(trial: optuna.Trial, setup: StudySetup) -> list[float]:
         params = {name: p.suggest(trial, name) for name, p in setup.space.items()}
     except ValueError as err:  # an enqueued value outside the space
         raise _fail(trial, f"invalid configuration: {_first_line(err)}") from None
+    reason = skip_reason(trial.study, trial.number, trial.params, setup.n_trials)
+    if reason:
+        trial.set_user_attr(SKIPPED, reason)
+        raise _TrialSkipped(reason)
     training, ctor, weights = split_params(params)
     data = load_data(setup)
     if weights:
@@ -257,16 +361,21 @@ def evaluate_trial(trial: optuna.Trial, setup: StudySetup) -> list[float]:
     return values
 
 
-def optimize(setup: StudySetup, n_trials: int, worker: int = 0) -> None:
-    """Runs up to ``n_trials`` trials of the study in this process; stops when the study's budget is used."""
+def optimize(setup: StudySetup) -> None:
+    """Runs trials of the study in this process until the study's budget is used or reserved by other processes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if n_trials <= 0:
-        return
-    setup = dataclasses.replace(setup, sampler_seed=setup.sampler_seed + worker)
     study = open_study(setup, create=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a killed process's trial frees its place in the budget
+    if reserved(study) >= setup.n_trials:
+        return
+    repeats = 0
 
-    def stop_when_done(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        if counted(study) >= setup.n_trials:
+    def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal repeats
+        repeats = repeats + 1 if SKIPPED in trial.user_attrs else 0
+        if reserved(study) >= setup.n_trials or repeats >= MAX_REPEATS:
             study.stop()
 
     n_values = len(study.directions)
@@ -274,13 +383,31 @@ def optimize(setup: StudySetup, n_trials: int, worker: int = 0) -> None:
     def fn(trial: optuna.Trial) -> list[float]:
         try:
             return evaluate_trial(trial, setup)
-        except _TrialFailed:  # the reason is in the trial's user attrs; NaN marks it failed, one log line
+        except (_TrialFailed, _TrialSkipped):  # the reason is in the trial's user attrs; NaN marks it failed
             return [float("nan")] * n_values
 
-    study.optimize(fn, n_trials=n_trials, callbacks=[stop_when_done], gc_after_trial=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(fn, callbacks=[stop_when_done], gc_after_trial=True)
 
 
-def worker(setup: StudySetup, n_trials: int, index: int) -> None:
-    """A worker process's entry point: one TensorFlow thread, then :func:`optimize` with its own sampler seed."""
+def pin_threads() -> bool:
+    """Pins TensorFlow in this process as every worker is pinned; False when TensorFlow already started otherwise.
+
+    One thread per process keeps float sums in one order, so ``--workers 1`` and ``--workers 2`` give the
+    same objective for the same parameters (TensorFlow's default thread pools differ in the last digits).
+    """
+    import tensorflow as tf
+
+    try:
+        cells.init_worker()
+    except RuntimeError:  # TensorFlow's runtime already started in this process: its settings are final
+        pass
+    return (tf.config.threading.get_intra_op_parallelism_threads() == 1
+            and tf.config.threading.get_inter_op_parallelism_threads() == 1)
+
+
+def worker(setup: StudySetup) -> None:
+    """A worker process's entry point: one TensorFlow thread, then :func:`optimize`."""
     cells.init_worker()
-    optimize(setup, n_trials, index)
+    optimize(setup)

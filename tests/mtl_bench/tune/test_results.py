@@ -18,13 +18,15 @@ def test_best_config_merges_fixed_and_searched_parameters(tiny_config):
     setup = StudySetup(config=base, arch="mmoe", regime="joint", objective="mean_auc", space=space,
                        storage="sqlite://", study_name="s", n_trials=1)
     best = tune.best_config(setup, {"learning_rate": 0.02, "num_experts": 5}, seeds=2)
-    assert best.archs == ["mmoe"] and best.regimes == ["joint"] and best.seeds == 2
+    # The single regime is written too, so the configuration measures transfer when run.
+    assert best.archs == ["mmoe"] and best.regimes == ["single", "joint"] and best.seeds == 2
     assert best.arch_params == {"mmoe": {"dropout": 0.1, "num_experts": 5}}
     assert (best.learning_rate, best.batch_size) == (0.02, 32)
     assert best.task_weights == {"task1": 3.0, "task2": 0.5}
     single = dataclasses.replace(setup, arch="single_task", regime="single")
     config = tune.best_config(single, {"bottom_units": 8}, seeds=1)
     assert config.single_baseline == "single_task" and "single_task" not in config.archs
+    assert config.regimes == ["single"]
 
 
 def test_best_config_round_trips_into_mtl_bench_run(tmp_path, capsys, tiny_args):
@@ -38,7 +40,10 @@ def test_best_config_round_trips_into_mtl_bench_run(tmp_path, capsys, tiny_args)
     assert code == 0
     ran = RunConfig.from_toml(tmp_path / "run" / "config.toml")
     assert ran.arch_params == best.arch_params and ran.learning_rate == best.learning_rate
-    assert set(pd.read_csv(tmp_path / "run" / "metrics.csv").arch) == {"ple"}
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert set(metrics.arch) == {"ple"} and set(metrics.regime) == {"single", "joint"}
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert summary.loc[summary.regime == "joint", "transfer"].notna().any()  # compares against something
 
 
 @pytest.mark.slow
