@@ -105,7 +105,11 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
             _check_keys(config[section], section, where)
     tasks_cfg = config["tasks"]
     if not isinstance(tasks_cfg, dict) or not tasks_cfg:
-        raise UserInputError(f"{where}: [tasks] needs at least one task table, e.g. [tasks.click]")
+        raise UserInputError(f"{where}: [tasks] needs at least two task tables, e.g. [tasks.click] and [tasks.dwell]")
+    if len(tasks_cfg) < 2:
+        raise UserInputError(
+            f"{where}: a multi-task benchmark needs at least two tasks; [tasks] has only {list(tasks_cfg)}"
+        )
     for task_name, task_cfg in tasks_cfg.items():
         if not isinstance(task_cfg, dict):
             raise UserInputError(f"{where}: tasks.{task_name} must be a table [tasks.{task_name}]")
@@ -132,7 +136,7 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
         max_vocabulary = check_int(where, "features.max_vocabulary", max_vocabulary, 1)
     min_count = check_int(where, "features.min_count", features_cfg.get("min_count", 1), 1)
     for column in (*numeric_cols, *categorical_cols):
-        _require_column(frame, column, file_name)
+        _require_column(frame, column, file_name, where)
 
     tasks: list[Task] = []
     labels: dict[str, np.ndarray] = {}
@@ -218,22 +222,30 @@ def _read_table(path: Path, delimiter: Any, where: str) -> pd.DataFrame:
     return frame
 
 
-def _require_column(frame: pd.DataFrame, column: str, file_name: str) -> None:
+def _require_column(frame: pd.DataFrame, column: str, file_name: str, where: str = "") -> None:
     if column not in frame.columns:
         columns = [str(c) for c in frame.columns]
         shown = columns[:20] + (["..."] if len(columns) > 20 else [])
-        raise UserInputError(f"column {column!r} not found in {file_name}; columns: {shown}")
+        hint = ""
+        if len(columns) == 1:  # the whole header read as one name: the file has another delimiter
+            found = [d for d in (";", "\t", "|", ",") if d in columns[0]]
+            if found:
+                hint = f"; the header was read as one column: set delimiter = {found[0]!r} in [data] of {where or 'the TOML'}"
+        raise UserInputError(f"column {column!r} not found in {file_name}; columns: {shown}{hint}")
 
 
-def _numeric_column(series: pd.Series, column: str, file_name: str) -> np.ndarray:
-    """Float values; NaN where missing; an error for a present value that is not a number."""
+def _numeric_column(series: pd.Series, column: str, file_name: str, role: str = "numeric column") -> np.ndarray:
+    """Float values; NaN where missing; an error for a present value that is not a number.
+
+    ``role`` names the column in that error ("numeric column", "label column 'x' ... is not numeric").
+    """
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype(np.float64).to_numpy()
     values = pd.to_numeric(series, errors="coerce")
     bad = values.isna() & series.notna()
     if bad.any():
         raise UserInputError(
-            f"numeric column {column!r} in {file_name} has {int(bad.sum())} non-numeric value(s), "
+            f"{role} {column!r} in {file_name} has {int(bad.sum())} non-numeric value(s), "
             f"e.g. {series[bad].iloc[0]!r}"
         )
     values = values.astype(np.float64).to_numpy()
@@ -252,20 +264,22 @@ def _task(
         raise UserInputError(f"{where}: {place} needs kind; valid kinds: {list(TASK_KINDS)}")
     column, kind = cfg["label"], cfg["kind"]
     check_choice(where, f"{place}.kind", kind, TASK_KINDS)
-    _require_column(frame, column, file_name)
+    _require_column(frame, column, file_name, where)
     if column in feature_cols:
         raise UserInputError(f"{where}: label column {column!r} of {place} is also a feature")
     weight = check_number(where, f"{place}.weight", cfg.get("weight", 1.0), 0.0)
 
     series = frame[column]
-    missing = int(series.isna().sum())
+    # The text "NaN" is pandas' and numpy's own spelling of a missing value, never a class.
+    is_missing = series.isna() | (series.astype(str).str.strip().str.lower() == "nan")
+    missing = int(is_missing.sum())
     if missing:
         raise UserInputError(f"label column {column!r} in {file_name} has {missing} missing (NaN) value(s)")
 
     if kind == "regression":
         if "positive" in cfg or "threshold" in cfg:
             raise UserInputError(f"{where}: {place}: positive and threshold are for binary tasks only")
-        label = _numeric_column(series, column, file_name)
+        label = _numeric_column(series, column, file_name, "regression label column")
     else:
         if "positive" in cfg and "threshold" in cfg:
             raise UserInputError(f"{where}: {place}: give positive or threshold, not both")
@@ -274,9 +288,19 @@ def _task(
             if not isinstance(positive, list) or not positive:
                 raise UserInputError(f"{where}: {place}.positive must be a non-empty list of values. Received: {positive!r}")
             label = series.astype(str).isin([str(v) for v in positive]).to_numpy()
+            if not label.any() or label.all():
+                seen = sorted(series.astype(str).unique())
+                shown = seen[:10] + (["..."] if len(seen) > 10 else [])
+                which = "matches no value" if not label.any() else "matches every value"
+                raise UserInputError(
+                    f"{where}: {place}.positive = {[str(v) for v in positive]} {which} of label column {column!r} "
+                    f"in {file_name} (values compared as strings); its values: {shown}"
+                )
         elif "threshold" in cfg:
             threshold = check_number(where, f"{place}.threshold", cfg["threshold"])
-            label = _numeric_column(series, column, file_name) > threshold
+            label = _numeric_column(
+                series, column, file_name, f"{place}.threshold needs a numeric label, but label column"
+            ) > threshold
         else:
             text = series.astype(str).str.strip().str.lower()
             values = set(text.unique())
@@ -310,7 +334,7 @@ def _split(
         column = cfg["column"]
         if not isinstance(column, str):
             raise UserInputError(f"{where}: split.column must be a column name. Received: {column!r}")
-        _require_column(frame, column, file_name)
+        _require_column(frame, column, file_name, where)
         if column in feature_cols:
             raise UserInputError(f"{where}: split column {column!r} is also a feature")
         values = frame[column].astype(str).str.strip().to_numpy()
