@@ -46,6 +46,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import tomllib
 from pathlib import Path
@@ -72,12 +73,15 @@ _TRUE = {"1", "1.0", "true"}
 _FALSE = {"0", "0.0", "false"}
 
 
-def load(*, table: str = "", seed: int = 0) -> SuiteData:
+def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
     """Loads the table described by the TOML file ``table``.
 
     Args:
         table: Path of the TOML description (schema in the module docstring).
         seed: The engine's training seed; the split uses ``[split] seed`` instead.
+        sha256: The fingerprint (:func:`fingerprint`) of the TOML and data files when the run's
+            configuration was written; when today's files differ, a note says so (the command line
+            records it, so that ``--config runs/<id>/config.toml`` warns when the data changed).
 
     Raises:
         UserInputError: Missing file, unknown key, missing column, bad label, empty split, ...
@@ -163,6 +167,13 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
 
     numeric = {c: _numeric_column(frame[c], c, file_name) for c in numeric_cols}
     notes = [f"table {toml_path.stem}: {split_note}"]
+    now = fingerprint(str(toml_path))
+    notes.append(f"table {toml_path.stem}: {toml_path.resolve()} and {data_path.resolve()}, sha256 {now}")
+    if sha256 and sha256 != now:
+        notes.append(
+            f"table {toml_path.stem}: WARNING the TOML or data file changed since this configuration was written "
+            f"(sha256 was {sha256}, now {now}); results are not comparable with the run it came from"
+        )
     filled = {c: int(np.isnan(v).sum()) for c, v in numeric.items() if np.isnan(v).any()}
     if filled:
         notes.append(
@@ -182,6 +193,28 @@ def load(*, table: str = "", seed: int = 0) -> SuiteData:
         notes=notes,
         source=file_name,
     )
+
+
+def fingerprint(table: str) -> str:
+    """``"<sha256 of the TOML file>:<sha256 of its data file>"``; a part is empty when its file is unreadable."""
+    toml_path = Path(table).expanduser()
+    parts = []
+    try:
+        raw = toml_path.read_bytes()
+        parts.append(hashlib.sha256(raw).hexdigest())
+        data_path = toml_path.parent / tomllib.loads(raw.decode())["data"]["path"]
+        parts.append(_file_sha256(data_path.expanduser()))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        parts += [""] * (2 - len(parts))
+    return ":".join(parts)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_keys(section: dict[str, Any], kind: str, where: str, label: str | None = None) -> None:

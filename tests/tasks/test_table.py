@@ -335,3 +335,47 @@ def test_nan_text_in_a_binary_label_is_missing_not_negative(tmp_path, text):
     frame.loc[[5, 6], "clicked"] = text
     message = _error(tmp_path, frame=frame)
     assert "'clicked'" in message and "2 missing" in message
+
+
+# Issue 15 item 8: a run's config.toml reproduces a table run from another directory.
+
+
+def _cli_config(argv):
+    from mtl_bench import cli
+
+    return cli._run_config(cli._build_parser().parse_args(argv))
+
+
+def test_config_toml_reproduces_a_table_run_from_another_directory(tmp_path, monkeypatch):
+    first, other = tmp_path / "first", tmp_path / "other"
+    first.mkdir(), other.mkdir()
+    _write(first)
+    monkeypatch.chdir(first)
+    config = _cli_config(["run", "--suite", "table", "--table", "clicks.toml"])
+    toml_path = first / "clicks.toml"
+    assert config.suite_params["table"] == str(toml_path.resolve())
+    import hashlib
+
+    expected = ":".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in (toml_path, first / "clicks.csv"))
+    assert config.suite_params["sha256"] == expected
+    (first / "config.toml").write_text(config.to_toml())
+
+    monkeypatch.chdir(other)
+    again = _cli_config(["run", "--config", str(first / "config.toml")])
+    assert again.suite_params == config.suite_params
+    data = table.load(**again.suite_params)
+    assert any(expected in note for note in data.notes)
+    assert not any("changed" in note for note in data.notes)
+
+    frame = _frame()
+    frame.loc[0, "price"] = 99.0
+    frame.to_csv(first / "clicks.csv", index=False)
+    again = _cli_config(["run", "--config", str(first / "config.toml")])
+    assert again.suite_params["sha256"] == expected  # the recorded fingerprint, not today's
+    notes = table.load(**again.suite_params).notes
+    warning = [note for note in notes if "changed" in note]
+    assert len(warning) == 1 and expected in warning[0], notes
+    # A table given anew on the command line is fingerprinted anew: no warning.
+    fresh = _cli_config(["run", "--config", str(first / "config.toml"), "--table", str(toml_path)])
+    assert fresh.suite_params["sha256"] != expected
+    assert not any("changed" in note for note in table.load(**fresh.suite_params).notes)
