@@ -30,6 +30,18 @@ Schema (every key not listed here is an error)::
     seed = 0                       # the split seed (the training seed never changes the split)
     # or: column = "split"         # a column with values train / validation / test
 
+    [time]                         # optional: the table has days; splits are by time
+    column = "timestamp"           # unix seconds, or ISO dates / datetimes (UTC)
+    unit = "day"                   # "hour", "day" or "week": one period = one day of the daily regime
+
+    [cohorts]                      # optional, with [time]: user cohorts for the cohort experiment
+    column = "occupation"          # a cohort per value, or:
+    # hash = "user_id"             # values hashed into count cohorts (crc32 mod count)
+    # count = 4
+
+    With [time], [split] takes by = "time" (the default), validation = 1 and test = 1 (the last
+    periods: test; the ones before: validation; earlier ones train), and seed.
+
 Rules:
 
 * Empty CSV cells are missing values. Missing numeric features are filled with
@@ -41,7 +53,13 @@ Rules:
 * Parquet needs ``pyarrow`` (``pip install pyarrow``). Parquet values are
   compared with ``positive`` through their string form (``str(value)``).
 
-``variant`` is ``{"table": <TOML file stem>}``; ``notes`` describe the split.
+Time (see :mod:`mtl_bench.tasks._timeline`): ``meta["day"]`` is the period of a row, ``meta["cohort"]``
+its cohort id (0 = the largest cohort) and, with ``holdout_cohort``, ``meta["holdout"]`` flags the
+held-out cohort's rows from ``holdout_day`` on, so ``--regime daily`` and ``--experiment cohort`` run
+as on ``recsim``.
+
+``variant`` is ``{"table": <TOML file stem>}``; ``notes`` describe the split, the cohorts and the
+files' sha256.
 """
 
 from __future__ import annotations
@@ -57,23 +75,28 @@ import pandas as pd
 
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import TASK_KINDS, SuiteData, Task
-from mtl_bench.tasks import _common
+from mtl_bench.tasks import _common, _timeline
 from mtl_bench.validation import check_choice, check_int, check_number
 
 NAME = "table"
 SPLITS = ("train", "validation", "test")
 _KEYS: dict[str, tuple[str, ...]] = {
-    "": ("data", "features", "tasks", "split"),
+    "": ("data", "features", "tasks", "split", "time", "cohorts"),
     "data": ("path", "delimiter"),
     "features": ("numeric", "categorical", "max_vocabulary", "min_count"),
     "task": ("label", "kind", "positive", "threshold", "weight"),
-    "split": ("validation", "test", "seed", "column"),
+    "split": ("validation", "test", "seed", "column", "by"),
+    "time": ("column", "unit"),
+    "cohorts": ("column", "hash", "count"),
 }
+SPLIT_BY = ("random", "time")
 _TRUE = {"1", "1.0", "true"}
 _FALSE = {"0", "0.0", "false"}
 
 
-def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
+def load(
+    *, table: str = "", seed: int = 0, sha256: str = "", holdout_cohort: int = -1, holdout_day: int = 0
+) -> SuiteData:
     """Loads the table described by the TOML file ``table``.
 
     Args:
@@ -82,6 +105,9 @@ def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
         sha256: The fingerprint (:func:`fingerprint`) of the TOML and data files when the run's
             configuration was written; when today's files differ, a note says so (the command line
             records it, so that ``--config runs/<id>/config.toml`` warns when the data changed).
+        holdout_cohort: A cohort id (``[cohorts]`` needed) whose rows from ``holdout_day`` on no
+            regime trains on (the cohort experiment); -1 for none.
+        holdout_day: The first held-out period.
 
     Raises:
         UserInputError: Missing file, unknown key, missing column, bad label, empty split, ...
@@ -102,7 +128,7 @@ def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
     for section in ("data", "features", "tasks"):
         if section not in config:
             raise UserInputError(f"{where}: missing section [{section}]")
-    for section in ("data", "features", "split"):
+    for section in ("data", "features", "split", "time", "cohorts"):
         if section in config:
             if not isinstance(config[section], dict):
                 raise UserInputError(f"{where}: {section} must be a table [{section}]")
@@ -150,7 +176,15 @@ def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
         tasks.append(task)
         labels[task_name] = label
 
-    splits, split_note = _split(split_cfg, frame, file_name, where, feature_cols)
+    meta: dict[str, np.ndarray] = {}
+    if "time" in config or split_cfg.get("by") == "time":
+        splits, split_note, meta = _by_time(config, frame, file_name, where, feature_cols, holdout_cohort, holdout_day)
+    else:
+        if "cohorts" in config:
+            raise UserInputError(f"{where}: [cohorts] needs a [time] section (cohorts are followed over time)")
+        if holdout_cohort != -1:
+            raise UserInputError(f"{where}: holdout_cohort needs [time] and [cohorts] sections")
+        splits, split_note = _split(split_cfg, frame, file_name, where, feature_cols)
     for split_name, idx in zip(SPLITS, splits):
         if len(idx) == 0:
             raise UserInputError(
@@ -192,6 +226,7 @@ def load(*, table: str = "", seed: int = 0, sha256: str = "") -> SuiteData:
         min_count=min_count,
         notes=notes,
         source=file_name,
+        meta=meta,
     )
 
 
@@ -360,8 +395,9 @@ def _split(
     cfg: dict[str, Any], frame: pd.DataFrame, file_name: str, where: str, feature_cols: set[str]
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str]:
     n = len(frame)
+    check_choice(where, "split.by", cfg.get("by", "random"), SPLIT_BY)
     if "column" in cfg:
-        other = sorted(set(cfg) - {"column", "seed"})
+        other = sorted(set(cfg) - {"column", "seed", "by"})
         if other:
             raise UserInputError(f"{where}: [split] column = ... cannot be combined with {other[0]!r}")
         column = cfg["column"]
@@ -393,3 +429,54 @@ def _split(
         f"random split {train_frac:.0%}/{validation:.0%}/{test:.0%} train/validation/test of {n} rows "
         f"of {file_name} (split seed {seed})"
     )
+
+
+def _by_time(
+    config: dict[str, Any], frame: pd.DataFrame, file_name: str, where: str, feature_cols: set[str],
+    holdout_cohort: int, holdout_day: int,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str, dict[str, np.ndarray]]:
+    """Splits, note and ``meta`` (day, cohort, holdout) of a table with a ``[time]`` section."""
+    split_cfg, time_cfg = config.get("split", {}), config.get("time")
+    if time_cfg is None:
+        raise UserInputError(f"{where}: [split] by = \"time\" needs a [time] section with column = \"<time column>\"")
+    check_choice(where, "split.by", split_cfg.get("by", "time"), ("time",))
+    if "column" in split_cfg:
+        raise UserInputError(f"{where}: [split] column = ... cannot be combined with [time] (the split is by time)")
+    column = time_cfg.get("column")
+    if not isinstance(column, str):
+        raise UserInputError(f"{where}: [time] needs column = \"<time column>\". Received: {column!r}")
+    _require_column(frame, column, file_name, where)
+    unit = check_choice(where, "time.unit", time_cfg.get("unit", "day"), tuple(_timeline.UNITS))
+    day = _timeline.periods(frame[column], unit, column, file_name)
+    validation = check_int(where, "split.validation (periods, with [time])", split_cfg.get("validation", 1), 1)
+    test = check_int(where, "split.test (periods, with [time])", split_cfg.get("test", 1), 1)
+    seed = check_int(where, "split.seed", split_cfg.get("seed", 0), 0)
+    splits, note = _timeline.time_split(day, validation, test, seed, where)
+    note = f"{note} ({unit}s of column {column!r} of {file_name})"
+    meta = {"day": day}
+    check_int(NAME, "holdout_cohort", holdout_cohort, -1)
+    check_int(NAME, "holdout_day", holdout_day, 0)
+    cohorts_cfg = config.get("cohorts")
+    if cohorts_cfg is not None:
+        has_column, has_hash = "column" in cohorts_cfg, "hash" in cohorts_cfg
+        if has_column == has_hash:
+            raise UserInputError(f"{where}: [cohorts] needs column = \"<column>\" or hash = \"<column>\" with count = <n>")
+        if has_column and "count" in cohorts_cfg:
+            raise UserInputError(f"{where}: cohorts.count goes with hash = \"<column>\", not with column")
+        source = cohorts_cfg["hash"] if has_hash else cohorts_cfg["column"]
+        if not isinstance(source, str):
+            raise UserInputError(f"{where}: [cohorts] names a column. Received: {source!r}")
+        _require_column(frame, source, file_name, where)
+        count = check_int(where, "cohorts.count", cohorts_cfg.get("count", 0), 2, 4096) if has_hash else 0
+        meta["cohort"], names = _timeline.cohorts(frame[source], source, file_name, count)
+        note += "; cohorts " + ", ".join(f"{i} = {n!r}" for i, n in enumerate(names[:12]))
+        note += ", ..." if len(names) > 12 else ""
+        if holdout_cohort >= 0:
+            train_periods = int(day[splits[0]].max()) + 1
+            meta["holdout"], held_note = _timeline.holdout(
+                day, meta["cohort"], names, holdout_cohort, holdout_day, train_periods, where
+            )
+            note += f"; {held_note}"
+    elif holdout_cohort >= 0:
+        raise UserInputError(f"{where}: holdout_cohort needs a [cohorts] section")
+    return splits, note, meta
