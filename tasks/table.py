@@ -201,8 +201,10 @@ def load(
 
     numeric = {c: _numeric_column(frame[c], c, file_name) for c in numeric_cols}
     notes = [f"table {toml_path.stem}: {split_note}"]
-    now = fingerprint(str(toml_path))
-    notes.append(f"table {toml_path.stem}: {toml_path.resolve()} and {data_path.resolve()}, sha256 {now}")
+    digests = _digests(str(toml_path))
+    now = ":".join(h[:16] for h in digests)
+    notes.append(f"table {toml_path.stem}: sha256 {digests[0]} of {toml_path.resolve()}, "
+                 f"sha256 {digests[1]} of {data_path.resolve()}")
     if sha256 and sha256 != now:
         notes.append(
             f"table {toml_path.stem}: WARNING the TOML or data file changed since this configuration was written "
@@ -231,7 +233,14 @@ def load(
 
 
 def fingerprint(table: str) -> str:
-    """``"<sha256 of the TOML file>:<sha256 of its data file>"``; a part is empty when its file is unreadable."""
+    """``"<toml>:<data>"``, the first 16 hex digits of the sha256 of the TOML file and of its data file.
+
+    Short, because suite parameters name the run's cell files; a part is empty when its file is unreadable.
+    """
+    return ":".join(h[:16] for h in _digests(table))
+
+
+def _digests(table: str) -> tuple[str, str]:
     toml_path = Path(table).expanduser()
     parts = []
     try:
@@ -241,7 +250,7 @@ def fingerprint(table: str) -> str:
         parts.append(_file_sha256(data_path.expanduser()))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
         parts += [""] * (2 - len(parts))
-    return ":".join(parts)
+    return parts[0], parts[1]
 
 
 def _file_sha256(path: Path) -> str:

@@ -147,3 +147,37 @@ def test_bad_description(tmp_path, old, new, fragment):
 def test_holdout_needs_cohorts(tmp_path):
     with pytest.raises(UserInputError, match="holdout_cohort needs"):
         _load(tmp_path, TOML.split("[cohorts]")[0], holdout_cohort=1, holdout_day=3)
+
+
+def test_cohort_experiment_defaults_on_a_table(tmp_path):
+    from mtl_bench.config import RunConfig
+    from mtl_bench.experiments import cohort
+
+    _load(tmp_path)
+    config = RunConfig(suite="table", suite_params={"table": str(tmp_path / "logs.toml")}, archs=["mmoe"],
+                       regimes=["daily"], experiment="cohort")
+    # Train periods 0-5; pre-training takes half of them (0-2), so cohort 1 leaves training on period 3.
+    assert cohort.adapt(config).suite_params == {**config.suite_params, "holdout_cohort": 1, "holdout_day": 3}
+    config = RunConfig(suite="table", suite_params={"table": str(tmp_path / "logs.toml")}, archs=["mmoe"],
+                       regimes=["daily"], experiment="cohort", pretrain_days=1)
+    assert cohort.adapt(config).suite_params["holdout_day"] == 1
+
+
+@pytest.mark.slow
+def test_daily_regime_and_cohort_experiment_run_on_a_table(tmp_path):
+    from mtl_bench import cli
+
+    _load(tmp_path)
+    out = tmp_path / "run"
+    code = cli.main(["run", "--suite", "table", "--table", str(tmp_path / "logs.toml"), "--experiment", "cohort",
+                     "--regime", "daily", "--arch", "shared_bottom", "--epochs", "1", "--seeds", "1", "--jobs", "1",
+                     "--out", str(out), "--quiet"])
+    assert code == 0
+    forgetting = pd.read_csv(out / "cohort_forgetting.csv")
+    held = forgetting[forgetting.heldout.astype(str) == "True"]
+    assert set(held.cohort.astype(str)) == {"1"} and held.day.min() == 3
+    assert set(forgetting.day) == {3, 4, 5, 6}  # the day after each phase: pre-training 0-2, then 3, 4, 5
+    assert cli.main(["report", str(out)]) == 0
+    half_life = pd.read_csv(out / "cohort_half_life.csv")
+    assert set(half_life.role) == {"heldout", "control"}
+    assert set(half_life[half_life.role == "control"].cohort.astype(str)) == {"0"}
