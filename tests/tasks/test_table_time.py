@@ -181,3 +181,22 @@ def test_daily_regime_and_cohort_experiment_run_on_a_table(tmp_path):
     half_life = pd.read_csv(out / "cohort_half_life.csv")
     assert set(half_life.role) == {"heldout", "control"}
     assert set(half_life[half_life.role == "control"].cohort.astype(str)) == {"0"}
+
+
+def test_readme_time_example_loads(tmp_path):
+    """The README's [time] / [cohorts] / [split] block, added to its table example."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    base = re.search(r"```toml\n(\[data\].*?)```", text, re.S).group(1).split("[split]")[0]
+    timed = re.search(r"```toml\n(\[time\].*?)```", text, re.S).group(1)
+    (tmp_path / "logs.toml").write_text(base + timed)
+    n = 400
+    rows = ["price,age,country,device,clicked,dwell_seconds,timestamp,occupation"]
+    rows += [f"{i % 7}.5,{20 + i % 50},{'abc'[i % 3]},{'xy'[i % 2]},{'yes' if i % 3 == 0 else 'no'},{i % 11},"
+             f"{T0 + (i // 50) * 86_400 + i},{'pq'[i % 2]}" for i in range(n)]
+    (tmp_path / "clicks.csv").write_text("\n".join(rows) + "\n")
+    data = table.load(table=str(tmp_path / "logs.toml"))
+    assert (len(data.train), len(data.validation), len(data.test)) == (300, 50, 50)
+    assert set(data.train.meta["cohort"]) == {0, 1}
