@@ -12,7 +12,7 @@ Features: categorical ``user_id``, ``item_id``, ``gender``, ``occupation``; nume
 
 Time: periods of ``unit`` (default a week: 31 weeks) from the timestamps, split by time (the last
 ``test`` periods test, the ``validation`` before them validate), so ``--regime daily`` and
-``--experiment cohort`` run on it; cohorts by ``cohort`` (``occupation``: 21 cohorts, ``age``: bands
+``--experiment cohort`` run on it; cohorts by ``cohorts`` (``occupation``: 21 cohorts, ``age``: bands
 <25, 25-34, 35-44, 45+, or ``gender``), ids by descending number of ratings (see
 :mod:`mtl_bench.tasks._timeline`).
 
@@ -48,7 +48,7 @@ INSTALL = ("movielens: MovieLens-100K not found; pip install --no-deps recbole==
 
 
 def load(
-    *, seed: int = 0, data_dir: str = "", unit: str = "week", cohort: str = "occupation",
+    *, seed: int = 0, data_dir: str = "", unit: str = "week", cohorts: str = "occupation",
     validation: int = 1, test: int = 1, holdout_cohort: int = -1, holdout_day: int = 0,
 ) -> SuiteData:
     """Loads MovieLens-100K with the tasks, features, periods and cohorts of the module docstring.
@@ -57,7 +57,7 @@ def load(
         seed: The engine's training seed (the split is by time and never changes).
         data_dir: Folder with GroupLens's ``ml-100k`` files (default ``$MTL_BENCH_DATA``, then recbole's copy).
         unit: Period length: ``hour``, ``day`` or ``week``.
-        cohort: What groups users into cohorts: ``occupation``, ``age`` (bands) or ``gender``.
+        cohorts: What groups users into cohorts: ``occupation``, ``age`` (bands) or ``gender``.
         validation: Periods of the validation split (before the test periods).
         test: Periods of the test split (the last ones).
         holdout_cohort: A cohort id held out of training from ``holdout_day`` on (the cohort experiment); -1 none.
@@ -68,7 +68,7 @@ def load(
     """
     check_int(NAME, "seed", seed, 0)
     check_choice(NAME, "unit", unit, tuple(_timeline.UNITS))
-    check_choice(NAME, "cohort", cohort, COHORTS)
+    check_choice(NAME, "cohorts", cohorts, COHORTS)
     check_int(NAME, "validation", validation, 1, _common.MAX_DIM)
     check_int(NAME, "test", test, 1, _common.MAX_DIM)
     check_int(NAME, "holdout_cohort", holdout_cohort, -1)
@@ -77,14 +77,14 @@ def load(
 
     day = _timeline.periods(ratings["timestamp"], unit, "timestamp", source)
     splits, split_note = _timeline.time_split(day, validation, test, 0, NAME)
-    if cohort == "age":
+    if cohorts == "age":
         groups = pd.Series(np.digitize(ratings["age"], AGE_BANDS)).map(
             dict(enumerate(("<25", "25-34", "35-44", "45+"))))
     else:
-        groups = ratings[cohort].astype(str)
+        groups = ratings[cohorts].astype(str)
     meta = {"day": day}
-    meta["cohort"], names = _timeline.cohorts(groups, cohort, source)
-    notes = [f"movielens ({source}): {split_note} ({unit}s); cohorts by {cohort}: "
+    meta["cohort"], names = _timeline.cohorts(groups, cohorts, source)
+    notes = [f"movielens ({source}): {split_note} ({unit}s); cohorts by {cohorts}: "
              + ", ".join(f"{i} = {n!r}" for i, n in enumerate(names[:8])) + (", ..." if len(names) > 8 else "")]
     if holdout_cohort >= 0:
         train_periods = int(day[splits[0]].max()) + 1
@@ -96,7 +96,7 @@ def load(
     numeric.update({f"genre_{g}": ratings[f"genre_{g}"].to_numpy(np.float64) for g in GENRES})
     return _common.assemble(
         name=NAME,
-        variant={"cohort": cohort, "unit": unit},
+        variant={"cohorts": cohorts, "unit": unit},
         tasks=[Task("like", "like", "binary"), Task("love", "love", "binary"), Task("rating", "rating", "regression")],
         labels={"like": rating >= 4, "love": rating == 5, "rating": rating},
         splits=splits,

@@ -76,8 +76,9 @@ def adapt(config: RunConfig) -> RunConfig:
 def notes(config: RunConfig) -> list[str]:
     """What the plan records about the experiment: the held-out rows leave every regime of the run."""
     if set(config.regimes) - {DAILY}:
+        world = ", in a world where that cohort's interests do not drift" if config.suite == "recsim" else ""
         return [f"experiment {COHORT!r}: every regime trains without the held-out cohort's rows from the holdout "
-                "day, in a world where that cohort's interests do not drift"]
+                f"day{world}"]
     return []
 
 

@@ -57,7 +57,7 @@ def test_weeks_split_by_time_and_occupation_cohorts(data):
 
 @needs_data
 def test_age_bands_and_holdout(data):
-    aged = movielens.load(cohort="age", holdout_cohort=1, holdout_day=15)
+    aged = movielens.load(cohorts="age", holdout_cohort=1, holdout_day=15)
     ratings, _ = movielens.read()
     bands = pd.cut(ratings.age, [0, 24, 34, 44, 200], labels=["<25", "25-34", "35-44", "45+"])
     assert sorted(np.bincount(_all(aged, "cohort", "meta")).tolist()) == sorted(bands.value_counts().tolist())
@@ -93,7 +93,7 @@ def test_grouplens_layout(tmp_path):
 
 
 def test_bad_parameters():
-    for kw, fragment in [({"unit": "month"}, "unit"), ({"cohort": "zip"}, "cohort"), ({"test": 0}, "test")]:
+    for kw, fragment in [({"unit": "month"}, "unit"), ({"cohorts": "zip"}, "cohorts"), ({"test": 0}, "test")]:
         with pytest.raises(UserInputError, match=fragment):
             movielens.load(**kw)
 
@@ -107,9 +107,11 @@ def test_one_epoch_fit_of_each_architecture(tmp_path, arch):
     out = tmp_path / arch
     assert cli.main(["run", "--suite", "movielens", "--arch", arch, "--regime", "joint", "--epochs", "1",
                      "--seeds", "1", "--jobs", "1", "--max-train-rows", "20000", "--out", str(out), "--quiet"]) == 0
-    summary = pd.read_csv(out / "metrics.csv")
-    auc = summary[(summary.metric == "auc") & (summary.split == "test")]
-    assert set(auc.task) == {"like", "love"} and (auc.value > 0.5).all()
+    metrics = pd.read_csv(out / "metrics.csv")
+    test = metrics[metrics.split == "test"].set_index(["task", "metric"]).value
+    assert set(test.index) == {("like", "auc"), ("like", "logloss"), ("love", "auc"), ("love", "logloss"),
+                               ("rating", "mse")}
+    assert test.between(0, 1).loc[["like", "love"]].all() and 0 < test.loc[("rating", "mse")] < 16
 
 
 @needs_data
