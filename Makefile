@@ -11,6 +11,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps recbole==1.2.1  # MovieLens-100K for the movielens suite's tests
 	touch $(STAMP)
 
 install: $(STAMP)

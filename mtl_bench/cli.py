@@ -233,6 +233,14 @@ def _run_config(args: argparse.Namespace):
         params["data_dir"] = args.data_dir
     for name, value in args.param:
         params[name] = value
+    if data.get("suite") == "table" and isinstance(params.get("table"), str) and params["table"]:
+        from mtl_bench.tasks.table import fingerprint  # no TensorFlow
+
+        # Absolute, so that --config runs/<id>/config.toml finds the table from any directory; the
+        # fingerprint of a table read from a config is kept, so that its loader can say when the data changed.
+        params["table"] = str(Path(params["table"]).expanduser().resolve())
+        if args.table or "table" in dict(args.param) or "sha256" not in params:
+            params["sha256"] = fingerprint(params["table"])
     data["suite_params"] = params
     for name, value in args.task_weight:
         data.setdefault("task_weights", {})[name] = value

@@ -14,6 +14,8 @@ parameter names with :func:`inspect.signature`):
   conflict, forgetting or both), to check the verdict (:mod:`mtl_bench.tasks.planted`).
 * ``recsim``: a multi-behaviour recommender simulator with days, cohorts,
   scenarios and a logging policy (:mod:`mtl_bench.tasks.recsim`).
+* ``movielens``: MovieLens-100K ratings with users, items, weeks and cohorts
+  (:mod:`mtl_bench.tasks.movielens`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mtl_bench.spec import SuiteData
-from mtl_bench.tasks import census_income, planted, recsim, synthetic, table
+from mtl_bench.tasks import census_income, movielens, planted, recsim, synthetic, table
 
 SUITES: dict[str, Callable[..., SuiteData]] = {
     "synthetic": synthetic.load,
@@ -29,6 +31,7 @@ SUITES: dict[str, Callable[..., SuiteData]] = {
     "table": table.load,
     "recsim": recsim.load,
     "planted": planted.load,
+    "movielens": movielens.load,
 }
 
-__all__ = ["SUITES", "census_income", "planted", "recsim", "synthetic", "table"]
+__all__ = ["SUITES", "census_income", "movielens", "planted", "recsim", "synthetic", "table"]

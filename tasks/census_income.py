@@ -68,7 +68,6 @@ import os
 import socket
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
@@ -231,6 +230,8 @@ def _locate(data_dir: str | None, cache_dir: str | None) -> tuple[Path | None, P
 
 
 def _download(cache_dir: str | None) -> tuple[Path, Path]:
+    import keras  # here, so that importing the suites (the command line's checks) loads no TensorFlow
+
     paths = []
     for stem, file_hash in ((TEST_FILE, TEST_SHA256), (TRAIN_FILE, None)):
         fname = stem + ".gz"

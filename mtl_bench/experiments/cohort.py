@@ -1,6 +1,7 @@
 """The cohort-forgetting experiment: one user cohort held out of daily training, its AUC followed day by day.
 
-It runs on the grid (:mod:`mtl_bench.experiments.grid`) with the ``recsim`` suite and the daily regime;
+It runs on the grid (:mod:`mtl_bench.experiments.grid`) with a suite that has days and cohorts
+(``recsim``, ``movielens``, ``table`` with ``[time]`` and ``[cohorts]``) and the daily regime;
 this module holds what the experiment adds: its defaults (:func:`adapt`), its plan note (:func:`notes`)
 and the per-cohort table of the daily regime's evaluations (:func:`cohort_forgetting`, written as
 ``cohort_forgetting.csv`` by every run with the daily regime).
@@ -24,41 +25,60 @@ UNIFORM_ROWS = 2000  # the unbiased evaluation sample per day
 def adapt(config: RunConfig) -> RunConfig:
     """The configuration with the experiment's defaults filled in (what ``config.toml`` records).
 
-    The experiment needs the ``recsim`` suite and the daily regime; it holds out cohort 1 (whose
-    drift the simulator then switches off; cohort 0, which never drifts, is the control) from the
-    first day after pre-training, and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy
-    impressions a day, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
+    The experiment needs a suite with days and cohorts and the daily regime. On ``recsim`` it holds
+    out cohort 1 (whose drift the simulator then switches off; cohort 0, which never drifts, is the
+    control) and adds an unbiased sample of ``UNIFORM_ROWS`` random-policy impressions a day. On real
+    logs (``table`` with ``[time]`` and ``[cohorts]``, ``movielens``) it holds out cohort 1, the second
+    largest, with the largest as the control. The cohort is held out from the first day after
+    pre-training, unless ``suite_params`` names ``holdout_cohort`` / ``holdout_day`` /
     ``uniform_rows_per_day``.
 
     Raises:
-        UserInputError: For another suite, no daily regime, or a sweep of the day counts without
-            ``holdout_day``.
+        UserInputError: For a suite without days or cohorts, no daily regime, or a sweep of the day
+            counts without ``holdout_day``.
     """
-    if config.suite != "recsim":
-        raise UserInputError(f"experiment {COHORT!r} needs the recsim suite. Received: suite={config.suite!r}")
+    import inspect
+
+    from mtl_bench.tasks import SUITES
+
+    loader = SUITES.get(config.suite)
+    if loader is None or "holdout_cohort" not in inspect.signature(loader).parameters:
+        raise UserInputError(f"experiment {COHORT!r} needs a suite with days and cohorts (recsim, movielens, or "
+                             f"table with [time] and [cohorts]). Received: suite={config.suite!r}")
     if DAILY not in config.regimes:
         raise UserInputError(
             f"experiment {COHORT!r} needs the daily regime (--regime daily). Received: regimes={config.regimes}"
         )
-    from mtl_bench.tasks import recsim
-
     params = dict(config.suite_params)
     params.setdefault("holdout_cohort", 1)
-    params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
-    if "holdout_day" not in params:
-        lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
-        if any(isinstance(v, list) for v in lengths):
-            raise UserInputError(f"experiment {COHORT!r}: set suite parameter holdout_day when days are swept")
-        days, validation, test = lengths
-        params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
+    if config.suite == "recsim":
+        from mtl_bench.tasks import recsim
+
+        params.setdefault("uniform_rows_per_day", UNIFORM_ROWS)
+        if "holdout_day" not in params:
+            lengths = [params.get(k, recsim.DEFAULTS[k]) for k in ("days", "validation_days", "test_days")]
+            if any(isinstance(v, list) for v in lengths):
+                raise UserInputError(f"experiment {COHORT!r}: set suite parameter holdout_day when days are swept")
+            days, validation, test = lengths
+            params["holdout_day"] = pretrain_last_day(range(max(days - validation - test, 1)), config.pretrain_days) + 1
+    elif "holdout_day" not in params:
+        if any(isinstance(v, list) for v in params.values()):
+            raise UserInputError(f"experiment {COHORT!r}: set suite parameter holdout_day when suite parameters are swept")
+        plain = {k: v for k, v in params.items() if k != "holdout_cohort"}
+        data = loader(seed=config.first_seed, **plain)
+        if "cohort" not in data.train.meta:
+            raise UserInputError(f"experiment {COHORT!r}: suite {config.suite!r} has no cohorts "
+                                 "(a table needs [time] and [cohorts] sections)")
+        params["holdout_day"] = pretrain_last_day(data.train.meta["day"].tolist(), config.pretrain_days) + 1
     return dataclasses.replace(config, suite_params=params)
 
 
 def notes(config: RunConfig) -> list[str]:
     """What the plan records about the experiment: the held-out rows leave every regime of the run."""
     if set(config.regimes) - {DAILY}:
+        world = ", in a world where that cohort's interests do not drift" if config.suite == "recsim" else ""
         return [f"experiment {COHORT!r}: every regime trains without the held-out cohort's rows from the holdout "
-                "day, in a world where that cohort's interests do not drift"]
+                f"day{world}"]
     return []
 
 

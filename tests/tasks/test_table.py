@@ -204,8 +204,8 @@ def test_description_errors(tmp_path, old, new, fragments):
 
 def test_single_class_binary_label(tmp_path):
     frame = _frame()
-    frame["clicked"] = "no"
-    message = _error(tmp_path, frame=frame)
+    frame["clicked"] = "0"
+    message = _error(tmp_path, BASE_TOML.replace('positive = ["yes", "1"]\n', ""), frame)
     assert "'clicked'" in message and "single class" in message
 
 
@@ -292,3 +292,91 @@ def test_header_only_csv_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "clicks.csv" in err and "no rows" in err, err
     assert not (tmp_path / "run").exists()
+
+
+# Issue 15 item 15: errors that misled a user.
+
+
+def test_positive_matching_nothing_lists_the_values_seen(tmp_path):
+    message = _error(tmp_path, BASE_TOML.replace('positive = ["yes", "1"]', 'positive = ["Yes"]'))
+    assert "'Yes'" in message and "matches no value" in message and "'clicked'" in message
+    for value in ("'0'", "'1'", "'no'", "'yes'"):
+        assert value in message, message
+
+
+def test_semicolon_csv_hints_at_the_delimiter(tmp_path):
+    frame = _frame()
+    path = tmp_path / "clicks.toml"
+    frame.to_csv(tmp_path / "clicks.csv", index=False, sep=";")
+    path.write_text(BASE_TOML)
+    with pytest.raises(UserInputError) as info:
+        table.load(table=str(path))
+    assert "delimiter = ';'" in str(info.value) and "[data]" in str(info.value)
+    path.write_text(BASE_TOML.replace('path = "clicks.csv"', 'path = "clicks.csv"\ndelimiter = ";"'))
+    assert len(table.load(table=str(path)).train) == 160
+
+
+def test_threshold_on_a_string_label_says_the_label_is_not_numeric(tmp_path):
+    toml = BASE_TOML.replace('positive = ["yes", "1"]', "threshold = 0.5")
+    message = _error(tmp_path, toml)
+    assert "tasks.click.threshold needs a numeric label" in message and "'clicked'" in message
+    assert "numeric column" not in message
+
+
+def test_a_single_task_is_refused(tmp_path):
+    toml = BASE_TOML.split("[tasks.dwell]")[0]
+    message = _error(tmp_path, toml)
+    assert "at least two tasks" in message and "'click'" in message
+
+
+@pytest.mark.parametrize("text", ["NaN", "nan", " NAN"])
+def test_nan_text_in_a_binary_label_is_missing_not_negative(tmp_path, text):
+    frame = _frame()
+    frame.loc[[5, 6], "clicked"] = text
+    message = _error(tmp_path, frame=frame)
+    assert "'clicked'" in message and "2 missing" in message
+
+
+# Issue 15 item 8: a run's config.toml reproduces a table run from another directory.
+
+
+def _cli_config(argv):
+    from mtl_bench import cli
+
+    return cli._run_config(cli._build_parser().parse_args(argv))
+
+
+def test_config_toml_reproduces_a_table_run_from_another_directory(tmp_path, monkeypatch):
+    first, other = tmp_path / "first", tmp_path / "other"
+    first.mkdir(), other.mkdir()
+    _write(first)
+    monkeypatch.chdir(first)
+    config = _cli_config(["run", "--suite", "table", "--table", "clicks.toml"])
+    toml_path = first / "clicks.toml"
+    assert config.suite_params["table"] == str(toml_path.resolve())
+    import hashlib
+
+    full = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (toml_path, first / "clicks.csv")]
+    expected = ":".join(h[:16] for h in full)
+    assert config.suite_params["sha256"] == expected
+    (first / "config.toml").write_text(config.to_toml())
+
+    monkeypatch.chdir(other)
+    again = _cli_config(["run", "--config", str(first / "config.toml")])
+    assert again.suite_params == config.suite_params
+    data = table.load(**again.suite_params)
+    assert any(full[0] in note and full[1] in note for note in data.notes)
+    assert not any("changed" in note for note in data.notes)
+
+    frame = _frame()
+    frame.loc[0, "price"] = 99.0
+    frame.to_csv(first / "clicks.csv", index=False)
+    again = _cli_config(["run", "--config", str(first / "config.toml")])
+    assert again.suite_params["sha256"] == expected  # the recorded fingerprint, not today's
+    notes = table.load(**again.suite_params).notes
+    warning = [note for note in notes if "changed" in note]
+    assert len(warning) == 1 and expected in warning[0], notes
+    # A table given anew on the command line is fingerprinted anew: no warning.
+    fresh = _cli_config(["run", "--config", str(first / "config.toml"), "--table", str(toml_path)])
+    assert fresh.suite_params["sha256"] != expected
+    assert not any("changed" in note for note in table.load(**fresh.suite_params).notes)

@@ -149,7 +149,7 @@ def test_daily_needs_a_suite_with_days(tmp_path):
 @pytest.mark.parametrize(
     "kw, needle",
     [
-        (dict(suite="synthetic", suite_params={}), "experiment 'cohort' needs the recsim suite"),
+        (dict(suite="synthetic", suite_params={}), "experiment 'cohort' needs a suite with days and cohorts"),
         (dict(regimes=["joint"]), "experiment 'cohort' needs the daily regime"),
     ],
 )

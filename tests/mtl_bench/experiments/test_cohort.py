@@ -38,7 +38,7 @@ def test_adapt_keeps_what_the_user_set():
 @pytest.mark.parametrize(
     "kw, needle",
     [
-        (dict(suite="synthetic"), "experiment 'cohort' needs the recsim suite. Received: suite='synthetic'"),
+        (dict(suite="synthetic"), "experiment 'cohort' needs a suite with days and cohorts"),
         (dict(regimes=["joint"]), "experiment 'cohort' needs the daily regime"),
         (dict(suite_params={"days": [6, 8]}), "set suite parameter holdout_day when days are swept"),
     ],
