@@ -127,7 +127,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     for e in (
         Experiment(GRID, "the grid of suite variants × architectures × regimes × seeds (the default)"),
         Experiment(
-            COHORT, "hold one user cohort out of daily training and follow its AUC (recsim, daily regime)",
+            COHORT, "hold one user cohort out of daily training and follow its AUC (recsim, movielens or a table with [time] and [cohorts]; daily regime)",
             adapt="cohort.adapt", notes="cohort.notes",
         ),
         Experiment(SPARSE_DENSE, "the cohort experiment swept from embedding to dense parameters (recsim)",
