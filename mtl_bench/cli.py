@@ -143,7 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
     run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
     run.add_argument("--probe-every", type=int, metavar="N",
-                     help="probe gradient conflict and forgetting every N training steps (0 = off, as --no-probe)")
+                     help="probe gradient conflict and forgetting every N training steps (0 = off)")
     run.add_argument("--no-probe", action="store_true", help="switch the probe off")
     run.add_argument("--lookahead-steps", type=int, metavar="K",
                      help="joint regime: real optimizer steps of the other tasks the probe replays per event to "
@@ -315,12 +315,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress = None if args.quiet else sys.stderr
     if args.resume:
-        ignored = _resume_flags(args)
+        experiment, ignored = experiments.of(args.resume), _resume_flags(args)
         if ignored:
             raise UserInputError(f"--resume continues {args.resume} with its own config.toml; it takes only --jobs and "
                                  f"--quiet. Received: {' '.join(ignored)} (start a new run with --config "
                                  f"{Path(args.resume) / experiments.CONFIG} and those flags instead)")
-        experiment = experiments.of(args.resume)
         if args.jobs is None:
             run_dir = experiment.resume(args.resume, progress=progress)
         elif not experiment.on_grid or args.jobs < 0:

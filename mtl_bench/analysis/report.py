@@ -64,6 +64,10 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame:
         if missing or frame.empty:
             raise UserInputError(f"{path} is not a metrics table written by mtl-bench run: "
                                  + (f"no column(s) {missing}" if missing else "no rows"))
+        short = frame[METRICS_COLUMNS[:-1]].isna().any(axis=1)
+        if short.any():  # a file cut off mid-row leaves its last fields empty
+            raise UserInputError(f"{path} is truncated or edited: row {int(short.idxmax()) + 2} lacks "
+                                 "fields; write it again with mtl-bench run --resume")
     return frame
 
 
