@@ -115,3 +115,13 @@ def test_every_readme_run_command_plans(command, tmp_path, monkeypatch, capsys):
     assert code == 0, captured.err
     assert re.search(r"\d+ cell\(s\) planned", captured.out)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.slow
+def test_bench_runs_at_a_small_size(capsys):
+    """``mtl-bench bench`` (and ``make bench``) once failed after its first line with a TypeError."""
+    from mtl_bench import cli
+
+    assert cli.main(["bench", "--rows", "2000", "--epochs", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio engine / fit" in out and "one probe event" in out

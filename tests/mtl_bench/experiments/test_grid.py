@@ -449,3 +449,18 @@ def test_resume_may_change_the_number_of_jobs(tmp_path):
     runner.resume(run_dir, progress=None, in_process=True, jobs=2)
     assert (run_dir / "config.toml").read_text() == before
     assert runner.io.read_json(run_dir / "manifest.json")["status"] == "complete"
+
+
+@pytest.mark.parametrize("load, expected", [(0.0, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.0, 1), (None, 2)])
+def test_default_jobs_leaves_busy_cores_alone(monkeypatch, load, expected):
+    """One worker per core not busy: the cores (2) minus the rounded 1-minute load average, at least one."""
+    from mtl_bench.engine import executor
+
+    def getloadavg():
+        if load is None:
+            raise OSError("no load average")
+        return (load, load, load)
+
+    monkeypatch.setattr(executor.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(executor.os, "getloadavg", getloadavg)
+    assert executor.default_jobs() == expected
