@@ -48,6 +48,37 @@ def _param(text: str) -> tuple[str, Any]:
     return name.strip(), values if len(values) > 1 else values[0]
 
 
+# Each run flag and the RunConfig key it sets: one table for the help's defaults, the configuration and --resume.
+_RUN_FLAGS = [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), ("experiment", "experiment"),
+              ("pretrain_days", "pretrain_days"), ("epochs_per_day", "epochs_per_day"), ("order", "orders"),
+              ("epochs", "epochs"), ("patience", "patience"), ("seeds", "seeds"), ("first_seed", "first_seed"),
+              ("batch_size", "batch_size"), ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
+              ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),
+              ("probe_every", "probe_every"), ("tensorboard", "tensorboard"), ("lookahead_steps", "lookahead_steps"),
+              ("selection", "selection"), ("selection_share", "selection_share"), ("suite", "suite"),
+              ("param", "suite_params"), ("task_weight", "task_weights")]
+_RESUME_FLAGS = ("resume", "quiet", "jobs", "command")  # what --resume may be given with
+
+
+def _show_default(value: Any) -> str:  # noqa: D103
+    if isinstance(value, dict):
+        return " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ",".join(">".join(v) if isinstance(v, list) else str(v) for v in value) or "none"
+    return str(value) if value != "" else "none"
+
+
+def _add_run_defaults(parser: argparse.ArgumentParser) -> None:
+    """Appends ``RunConfig``'s default to the help of every run flag that sets one (``run --help`` shows them)."""
+    from mtl_bench.config import RunConfig
+
+    defaults, keys = RunConfig().to_dict(), dict(_RUN_FLAGS)
+    for action in parser._actions:
+        if action.dest in keys and action.help and "default" not in action.help:
+            shown = _show_default(defaults[keys[action.dest]]).replace("%", "%%")
+            action.help += f" (default: {shown})"
+
+
 def _add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that choose a task suite and its data, shared by ``run`` and ``tune``."""
     parser.add_argument("--suite", help="task suite: synthetic, census-income, table or recsim")
@@ -112,24 +143,31 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-rows", type=int, metavar="N", help="train on at most N rows (0 = all)")
     run.add_argument("--max-eval-rows", type=int, metavar="N", help="validate and test on at most N rows (0 = all)")
     run.add_argument("--probe-every", type=int, metavar="N",
-                     help="probe gradient conflict and forgetting every N training steps (default 100)")
+                     help="probe gradient conflict and forgetting every N training steps (0 = off)")
     run.add_argument("--no-probe", action="store_true", help="switch the probe off")
     run.add_argument("--lookahead-steps", type=int, metavar="K",
                      help="joint regime: real optimizer steps of the other tasks the probe replays per event to "
-                     "measure the damage they do (default 10, 0 = off)")
+                     "measure the damage they do (0 = off)")
     run.add_argument("--selection", choices=["per_task", "sum", "last"],
-                     help="epoch selection: each task its own best epoch (per_task, default), one epoch by the "
+                     help="epoch selection: each task its own best epoch (per_task), one epoch by the "
                      "summed loss (sum), or none (last)")
     run.add_argument("--selection-share", type=float, metavar="S",
                      help="share of the validation rows that only select epochs; results and verdicts are read on "
-                     "the rest (default 0.5)")
+                     "the rest")
     run.add_argument("--tensorboard", metavar="DIR", help="also write training metrics and probe scalars for TensorBoard")
     run.add_argument("--single-baseline", choices=["single_task", "same_arch"],
                      help="single regime trains one-tower models (single_task) or each architecture on one task")
-    run.add_argument("--jobs", type=int, metavar="N", help="worker processes running cells in parallel (0 = one per core)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="worker processes running cells in parallel; 0 = one per core not busy with other "
+                     "processes (the cores minus the 1-minute load average, at least 1); results do not depend on it")
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<run-id>)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run, skipping finished cells")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run with its own config.toml, skipping finished cells "
+                     "(only --jobs and --quiet may be given with it)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate the configuration and print the number of cells; write nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    _add_run_defaults(run)
 
     bench = sub.add_parser(
         "bench",
@@ -150,7 +188,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Per suite × arch × task: transfer vs single-task, conflict measures (gradient cosine, conflict rate) "
             "and forgetting measures (affinity, forgetting events, sequential forgetting, retention, output drift); "
-            "then the rank correlation of negative transfer with each measure (bootstrap 95%% CI) and a verdict. "
+            "then the rank correlation of negative transfer with each measure (bootstrap 95% CI) and a verdict. "
             "Writes report.csv, contrast.csv and report.md into the first run directory."
         ),
     )
@@ -168,7 +206,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument("--draws", type=int, default=3, metavar="N", help="independent draws (default 3)")
     calibrate.add_argument("--seeds", type=int, default=10, metavar="N", help="seeds per draw (default 10)")
-    calibrate.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0 = one per core)")
+    calibrate.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0 = one per core not busy)")
     calibrate.add_argument("--out", default="runs/calibration", metavar="DIR", help="output directory (default runs/calibration)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -244,20 +282,40 @@ def _run_config(args: argparse.Namespace):
     data["suite_params"] = params
     for name, value in args.task_weight:
         data.setdefault("task_weights", {})[name] = value
-    for flag, key in [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), ("experiment", "experiment"),
-                      ("pretrain_days", "pretrain_days"), ("epochs_per_day", "epochs_per_day"), ("order", "orders"), ("epochs", "epochs"), ("patience", "patience"),
-                      ("seeds", "seeds"), ("first_seed", "first_seed"), ("batch_size", "batch_size"),
-                      ("learning_rate", "learning_rate"), ("max_train_rows", "max_train_rows"),
-                      ("max_eval_rows", "max_eval_rows"), ("single_baseline", "single_baseline"), ("jobs", "jobs"),
-                      ("probe_every", "probe_every"), ("tensorboard", "tensorboard"),
-                      ("lookahead_steps", "lookahead_steps"), ("selection", "selection"),
-                      ("selection_share", "selection_share")]:
+    for flag, key in _RUN_FLAGS:
+        if flag in ("suite", "param", "task_weight"):
+            continue
         value = getattr(args, flag)
         if value is not None:
             data[key] = value
     if args.no_probe:
         data["probe_every"] = 0
-    return RunConfig.from_dict(data, source="command line")
+    config = RunConfig.from_dict(data, source="command line")
+    _check_names(config)
+    return config
+
+
+def _check_names(config) -> None:
+    """Refuses an unknown suite, architecture, regime or remedy name before TensorFlow loads (the grid checks again)."""
+    from mtl_bench.config import ARCH_NAMES, SUITE_NAMES
+    from mtl_bench.remedies import REMEDIES
+    from mtl_bench.schema import REGIME_NAMES, SINGLE_ARCH
+
+    for kind, plural, names, valid in [
+        ("suite", "suites", [config.suite], sorted(SUITE_NAMES)),
+        ("multi-task architecture", "architectures", config.archs, sorted(set(ARCH_NAMES) - {SINGLE_ARCH})),
+        ("regime", "regimes", config.regimes, sorted(REGIME_NAMES)), ("remedy", "remedies", config.remedies, sorted(REMEDIES)),
+    ]:
+        unknown = [n for n in names if n not in valid]
+        if unknown:
+            raise UserInputError(f"unknown {kind} {unknown[0]!r}; valid {plural}: {valid}")
+
+
+def _resume_flags(args: argparse.Namespace) -> list[str]:
+    """The run flags given with ``--resume`` that it would ignore (the run keeps its own config.toml)."""
+    defaults = {"param": [], "task_weight": [], "no_probe": False, "dry_run": False}
+    return ["--" + dest.replace("_", "-") for dest, value in vars(args).items()
+            if dest not in _RESUME_FLAGS and value != defaults.get(dest)]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -265,16 +323,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress = None if args.quiet else sys.stderr
     if args.resume:
-        run_dir = experiments.resume(args.resume, progress=progress)
+        experiment, ignored = experiments.of(args.resume), _resume_flags(args)
+        if ignored:
+            raise UserInputError(f"--resume continues {args.resume} with its own config.toml; it takes only --jobs and "
+                                 f"--quiet. Received: {' '.join(ignored)} (start a new run with --config "
+                                 f"{Path(args.resume) / experiments.CONFIG} and those flags instead)")
+        if args.jobs is None:
+            run_dir = experiment.resume(args.resume, progress=progress)
+        elif not experiment.on_grid or args.jobs < 0:
+            raise UserInputError(f"--jobs with --resume must be >= 0, and only for a grid run. Received: --jobs {args.jobs} "
+                                 f"(a {experiment.name!r} run)")
+        else:
+            run_dir = experiment.implementation.resume(args.resume, progress=progress, jobs=args.jobs)
+    elif args.dry_run:
+        return _dry_run(_run_config(args))
     else:
         run_dir = experiments.run(_run_config(args), out=args.out, progress=progress)
-    if not args.quiet:
-        text = experiments.of(run_dir).summary(run_dir)
-        if text:
-            print(text)
+    text = "" if args.quiet else experiments.of(run_dir).summary(run_dir)
+    if text:
+        print(text)
     status = io.read_json(run_dir / experiments.MANIFEST)["status"]
     print(f"run directory: {run_dir} ({status})")
     return EXIT_FAILED if status == "failed" else 0
+
+
+def _dry_run(config) -> int:
+    """Validates and plans ``config`` (suites load, nothing is trained or written) and prints the work it holds."""
+    experiment = experiments.get(config.experiment)
+    work = experiment.plan(config)
+    cells = work.cells if hasattr(work, "cells") else work
+    print(f"dry run: experiment {experiment.name!r}, {len(cells)} cell(s) planned; nothing written")
+    for note in getattr(work, "notes", []):
+        print(f"note: {note}")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -287,7 +368,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from mtl_bench.analysis.report import write_report
+    from mtl_bench.analysis.report import run_warnings, write_report
 
     # An experiment that is not a grid run prints its own summary; the grid runs it holds are reported.
     runs = []
@@ -314,6 +395,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(tasks.to_string(index=False))
         print("\nContrast: Spearman correlation of per-seed transfer with each measure (bootstrap 95% CI)")
         print(result.table.to_string(index=False))
+    for warning in run_warnings(runs):
+        print(f"\nwarning: {warning}")
     print(f"\n{result.verdict}")
     if result.verdicts:
         from mtl_bench.analysis.verdict import sentence
@@ -378,10 +461,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from mtl_bench.experiments import calibrate
-
     from mtl_bench import io
     from mtl_bench.analysis.verdict import sentence
+    from mtl_bench.experiments import calibrate
 
     table = calibrate.calibrate(draws=args.draws, seeds=args.seeds, out=args.out, jobs=args.jobs,
                                 progress=None if args.quiet else sys.stderr)
@@ -416,6 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mtl-bench: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a read-only --out or one under a file: the path and the reason, one line
+        where = f" {err.filename}" if err.filename else ""
+        print(f"mtl-bench: error: cannot write{where}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, (PermissionError, NotADirectoryError, FileExistsError)) else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ from mtl_bench.validation import check_choice, check_int, check_number, fail
 OWNER = "config"
 SINGLE_BASELINES = (SINGLE_ARCH, "same_arch")
 SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.engine.training.SELECTIONS, without importing TensorFlow
+# The registries' names without importing Keras, so the command line refuses a bad name at once
+# (tests/mtl_bench/test_config.py checks them against mtl_bench.models.ARCHITECTURES and mtl_bench.tasks.SUITES).
+ARCH_NAMES = (SINGLE_ARCH, "shared_bottom", "mmoe", "omoe", "ple")
+SUITE_NAMES = ("synthetic", "census-income", "table", "recsim", "planted")
+MAX_SEEDS = 1000  # more seeds than any interval needs; bounds the plan's memory before anything runs
 
 
 @dataclasses.dataclass
@@ -80,7 +85,8 @@ class RunConfig:
         selection_share: Share of the validation rows that only select epochs;
             every reported validation number, the probe batch and the verdict
             come from the other rows (0 = all rows do both).
-        jobs: Worker processes running cells in parallel; 0 = one per CPU core.
+        jobs: Worker processes running cells in parallel; 0 = one per CPU core not
+            busy (:func:`mtl_bench.engine.executor.default_jobs`).
             Each worker runs TensorFlow on one thread, so results do not
             depend on the number of jobs.
     """
@@ -120,8 +126,9 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks values that need no suite or model (names are checked by :func:`mtl_bench.experiments.grid.plan`)."""
-        for name in ("seeds", "epochs", "batch_size", "epochs_per_day"):
+        for name in ("epochs", "batch_size", "epochs_per_day"):
             check_int(OWNER, name, getattr(self, name), 1)
+        check_int(OWNER, "seeds", self.seeds, 1, MAX_SEEDS)
         for name in ("patience", "max_train_rows", "max_eval_rows", "probe_every", "lookahead_steps", "first_seed", "jobs",
                      "pretrain_days"):
             check_int(OWNER, name, getattr(self, name), 0)
@@ -134,10 +141,14 @@ class RunConfig:
             isinstance(o, list) and all(isinstance(t, str) for t in o) for o in self.orders
         ):
             raise fail(OWNER, "orders", "a list of task-name lists", self.orders)
+        if len({tuple(o) for o in self.orders}) != len(self.orders):
+            raise fail(OWNER, "orders", "a list that names each order once", self.orders)
         for name in ("archs", "regimes", "remedies"):
             value = getattr(self, name)
-            if not value or not all(isinstance(v, str) and v for v in value):
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
                 raise fail(OWNER, name, "a non-empty list of names", value)
+            if len(set(value)) != len(value):
+                raise fail(OWNER, name, f"a list that names each {name[:-1].replace('remedie', 'remedy')} once", value)
         check_choice(OWNER, "single_baseline", self.single_baseline, SINGLE_BASELINES)
         for name in ("suite_params", "arch_params", "remedy_params", "task_weights"):
             if not isinstance(getattr(self, name), dict):
@@ -151,8 +162,6 @@ class RunConfig:
         check_number(OWNER, "selection_share", self.selection_share, 0, 1, high_open=True)
         if self.experiment != experiments.LEGACY_GRID:
             check_choice(OWNER, "experiment", self.experiment, experiments.EXPERIMENTS)
-        if len(set(self.remedies)) != len(self.remedies):
-            raise fail(OWNER, "remedies", "a list that names each remedy once", self.remedies)
 
     @property
     def seed_list(self) -> list[int]:

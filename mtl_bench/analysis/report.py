@@ -47,9 +47,50 @@ CONTRAST_COLUMNS = ["measure", "explanation", "expected_sign", "n", "spearman", 
 MIN_UNITS = 6
 
 
+METRICS_COLUMNS = ["suite", "arch", "regime", "seed", "task", "split", "metric", "value"]  # what the report reads
+
+
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
     path = run_dir / name
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else pd.DataFrame()
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path} is not a result table (empty, truncated or edited?): "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if name == "metrics.csv":
+        missing = [c for c in METRICS_COLUMNS if c not in frame.columns]
+        if missing or frame.empty:
+            raise UserInputError(f"{path} is not a metrics table written by mtl-bench run: "
+                                 + (f"no column(s) {missing}" if missing else "no rows"))
+        short = frame[METRICS_COLUMNS[:-1]].isna().any(axis=1)
+        if short.any():  # a file cut off mid-row leaves its last fields empty
+            raise UserInputError(f"{path} is truncated or edited: row {int(short.idxmax()) + 2} lacks "
+                                 "fields; write it again with mtl-bench run --resume")
+    return frame
+
+
+def run_warnings(run_dirs: Sequence[str | Path]) -> list[str]:
+    """What a reader must know before trusting the report: unfinished runs, and intervals from too few seeds."""
+    from mtl_bench.analysis.verdict import MIN_SEEDS
+
+    warnings = []
+    for run_dir in run_dirs:
+        manifest = io.read_json(Path(run_dir) / "manifest.json")
+        cells = manifest.get("cells", {})
+        done = sum(1 for c in cells.values() if c.get("status") == "complete")
+        planned = manifest.get("planned_cells", len(cells))  # older manifests name only the cells that ran
+        status = manifest.get("status", "")
+        if status != "complete" or done < planned:
+            warnings.append(f"{run_dir}: run {status or 'of unknown status'}, {done} of {planned} cells finished"
+                            + (f" ({manifest['reason']})" if manifest.get("reason") else "")
+                            + "; the results below are partial: continue it with mtl-bench run --resume " + str(run_dir))
+        seeds = len(manifest.get("seeds", []))
+        if 0 < seeds < MIN_SEEDS:
+            warnings.append(f"{run_dir}: {seeds} seed(s): an interval over seeds needs at least {MIN_SEEDS} "
+                            f"(--seeds {MIN_SEEDS}); the intervals below cannot be trusted")
+    return warnings
 
 
 def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
@@ -365,6 +406,7 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         "",
         "Runs: " + ", ".join(Path(r).name for r in run_dirs),
         "",
+        *[f"**Warning:** {w}\n" for w in run_warnings(run_dirs)],
         *verdict_lines(result),
         "## Per task (validation split; transfer < 0 is negative transfer)",
         "",

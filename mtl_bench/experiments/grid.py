@@ -18,7 +18,9 @@ experiment), after that experiment's ``adapt`` (see :mod:`mtl_bench.experiments`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib.util
@@ -33,6 +35,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 import tensorflow as tf
+import tomli_w
 
 from mtl_bench import experiments, io
 from mtl_bench.analysis.summary import format_table, summarize
@@ -49,6 +52,7 @@ from mtl_bench.schema import BASELINE, DAILY, EQUAL, JOINT, SINGLE, SINGLE_ARCH
 from mtl_bench.spec import SuiteData
 
 CELLS_DIR = "cells"
+MAX_CELLS = 100_000  # a plan beyond this is a typo (seeds, a sweep), not a benchmark; refused before anything runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +152,9 @@ def plan(config: RunConfig) -> Plan:
     cells: list[Cell] = []
     variant_columns: list[str] = []
     notes: list[str] = []
-    for variant in _variants(config):
+    variants = _variants(config)
+    _check_size(len(variants) * config.seeds * len(config.regimes))  # a lower bound, before any suite loads
+    for variant in variants:
         data = cell_lib.load_suite(config, variant, config.first_seed)
         _check_arch_params(config, data)
         if DAILY in config.regimes and "day" not in data.train.meta:
@@ -157,6 +163,9 @@ def plan(config: RunConfig) -> Plan:
             days = sorted(set(data.train.meta["day"].tolist()))
             if days != list(range(days[0], days[-1] + 1)):
                 raise UserInputError(f"regime {DAILY!r} needs every training day; max_train_rows left days {days}")
+            if config.pretrain_days >= len(days):
+                raise UserInputError(f"pretrain_days must be fewer than the {len(days)} training days (0 = half), or "
+                                     f"nothing is left for daily training. Received: pretrain_days={config.pretrain_days}")
         for note in experiments.get(config.experiment).plan_notes(config):
             _note(notes, note)
         remedies = _remedies(config, data, notes)
@@ -180,7 +189,21 @@ def plan(config: RunConfig) -> Plan:
                     for arch in archs:
                         for order in regime.orders(names, config.orders):
                             cells.append(Cell(variant, arch, regime_name, order, seed, remedy))
+        _check_size(len(cells))
+    # A suite leaves a parameter at its default out of data.variant; a swept one is a column for every value.
+    variant_columns += [name for name in _swept(config) if name not in variant_columns]
     return Plan(config, cells, variant_columns, notes)
+
+
+def _swept(config: RunConfig) -> list[str]:
+    """The suite parameters given several values (each value is a suite variant of its own)."""
+    return sorted(name for name, value in config.suite_params.items() if isinstance(value, list))
+
+
+def _check_size(cells: int) -> None:
+    if cells > MAX_CELLS:
+        raise UserInputError(f"the planned grid has more than {MAX_CELLS:,} cells (at least {cells:,}): fewer seeds, "
+                             "sweep values, architectures or regimes")
 
 
 def _remedies(config: RunConfig, data: SuiteData, notes: list[str]) -> list[str]:
@@ -290,8 +313,14 @@ def run(
         return _execute(the_plan, run_dir, manifest, progress, in_process)
 
 
-def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
-    """Continues an interrupted run, skipping the cells already committed to disk."""
+def resume(
+    run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False, jobs: int | None = None
+) -> Path:
+    """Continues an interrupted run, skipping the cells already committed to disk (``jobs``: None = as configured).
+
+    Raises:
+        UserInputError: When ``run_dir`` is no run directory or its ``config.toml`` was edited.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / experiments.CONFIG).is_file() or not (run_dir / experiments.MANIFEST).is_file():
         raise UserInputError(f"{run_dir} is not a run directory (no config.toml and manifest.json)")
@@ -299,17 +328,20 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
         config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
         manifest = rundir.restart(run_dir, config)
         recorded = manifest.get("config_sha256")
-        if recorded and recorded != _digest(config):
+        if recorded and recorded not in (_digest(config), _digest(config, legacy=True)):
             raise UserInputError(
                 f"{run_dir / experiments.CONFIG} changed since the run started: its finished cells were trained "
                 "under the old settings; start a new run with --config instead of resuming")
         manifest.setdefault("config_sha256", _digest(config))
+        if jobs is not None:
+            config = dataclasses.replace(config, jobs=jobs)
         return _execute(plan(config), run_dir, manifest, progress, in_process)
 
 
-def _digest(config: RunConfig) -> str:
-    """The hash of the resolved configuration, recorded so a resumed run can refuse an edited one."""
-    return hashlib.sha256(config.to_toml().encode()).hexdigest()
+def _digest(config: RunConfig, *, legacy: bool = False) -> str:
+    """The resolved configuration's hash but ``jobs`` (results do not depend on it; ``legacy``: with it, as before)."""
+    settings = config.to_dict() if legacy else {k: v for k, v in config.to_dict().items() if k != "jobs"}
+    return hashlib.sha256(tomli_w.dumps(settings).encode()).hexdigest()
 
 
 def _execute(
@@ -320,7 +352,7 @@ def _execute(
     cells_dir.mkdir(exist_ok=True)
     for stale in cells_dir.glob(".*.tmp"):  # a worker stopped mid-write; its cell is not committed and runs again
         stale.unlink(missing_ok=True)
-    bar = _Progress(len(the_plan.cells), progress)
+    bar, manifest["planned_cells"] = _Progress(len(the_plan.cells), progress), len(the_plan.cells)
     pending = []
     for cell in the_plan.cells:
         if _committed(cells_dir, cell):
@@ -349,7 +381,8 @@ def _execute(
                          initializer=cell_lib.init_worker, failed=functools.partial(_worker_died, cells_dir))
     except BaseException as err:
         with executor.uninterruptible():  # a second Ctrl-C must not leave the manifest saying "running"
-            _write_results(run_dir, the_plan)
+            with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
+                _write_results(run_dir, the_plan)
             rundir.stop(run_dir, manifest, err)
         raise
     failed = [k for k, v in manifest["cells"].items() if v["status"] == rundir.FAILED]
@@ -387,15 +420,23 @@ def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, An
     try:
         data = cell_lib.cached_suite(config, cell.variant, cell.seed)
         status = _run_cell(config, cell, data, cells_dir)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # every later cell would fail alike: stop the run
+            raise
+        status = _failure(err)
     except Exception as err:  # noqa: BLE001 - isolation is the point; the reason and traceback are recorded
-        first = str(err).splitlines()[0] if str(err) else ""
-        status = {"status": rundir.FAILED, "reason": f"{type(err).__name__}: {first}".rstrip(": "),
-                  "traceback": traceback.format_exc()}
+        status = _failure(err)
     status["wall_seconds"] = round(time.perf_counter() - t0, 3)
     if status["status"] == rundir.FAILED:
         io.write_json(cells_dir / f"{cell.key}.failed.json", status)
         status.pop("traceback", None)  # in the cell's failure record, not in the manifest
     return status
+
+
+def _failure(err: Exception) -> dict[str, Any]:
+    first = str(err).splitlines()[0] if str(err) else ""
+    return {"status": rundir.FAILED, "reason": f"{type(err).__name__}: {first}".rstrip(": "),
+            "traceback": traceback.format_exc()}
 
 
 def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, Any]:
@@ -404,7 +445,8 @@ def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -
         result = cell_lib.train(cell.regime, job)
     except cell_lib.CellFailed as err:
         return {"status": rundir.FAILED, "reason": str(err)}
-    head = {"suite": data.name, **data.variant, "arch": cell.arch, "regime": cell.regime,
+    variant = {**{k: v for k, v in cell.variant if k in _swept(config)}, **data.variant}
+    head = {"suite": data.name, **variant, "arch": cell.arch, "regime": cell.regime,
             "remedy": cell.remedy, "order": order_label(cell.order), "seed": cell.seed}
     # The metrics file is written last: its presence marks the cell as committed.
     for stem, rows in sorted(result.frames().items(), key=lambda kv: kv[0] == "metrics"):

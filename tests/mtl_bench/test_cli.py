@@ -89,3 +89,152 @@ def test_resume_dispatches_on_the_manifests_experiment(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("mtl-bench: error: unknown experiment 'hourly'; valid experiments: "
                    "['grid', 'cohort', 'sparse-dense', 'policy']")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--arch", "mmoe,bogus"], "unknown multi-task architecture 'bogus'; valid architectures"),
+        (["--regime", "hourly"], "unknown regime 'hourly'; valid regimes"),
+        (["--remedy", "aspirin"], "unknown remedy 'aspirin'; valid remedies"),
+        (["--suite", "nope"], "unknown suite 'nope'; valid suites"),
+        (["--arch", "mmoe,mmoe"], "archs must be a list that names each arch once"),
+        (["--seeds", "100000000"], "seeds must be an integer in [1, 1000]"),
+        (["--jobs", "-1"], "jobs must be an integer >= 0"),
+        (["--probe-every", "-5"], "probe_every must be an integer >= 0"),
+    ],
+)
+def test_bad_names_and_sizes_are_refused_before_tensorflow_loads(tmp_path, argv, needle):
+    """A bug report: every bad-input error waited 13-22 s for TensorFlow to import."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom mtl_bench import cli\ncode = cli.main(sys.argv[1:])\n"
+              "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\nsys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script, "run", *argv, "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-1500:]
+    assert needle in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_help_shows_the_configurations_defaults(capsys):
+    from mtl_bench.config import RunConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split("\noptions:")[1].split())  # argparse wraps lines
+    d = RunConfig()
+    for flag, shown in [("--epochs N", d.epochs), ("--seeds N", d.seeds), ("--patience N", d.patience),
+                        ("--batch-size N", d.batch_size), ("--learning-rate LR", d.learning_rate),
+                        ("--probe-every N", d.probe_every), ("--selection-share S", d.selection_share),
+                        ("--arch A,B,..", ",".join(d.archs)), ("--regime R,..", ",".join(d.regimes))]:
+        start = out.index(flag)
+        assert f"(default: {shown})" in out[start:out.index(" --", start + len(flag))], flag
+
+
+def test_report_help_prints_a_plain_percent(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "95% CI" in " ".join(out.split()) and "%%" not in out
+
+
+def test_dry_run_counts_the_cells_and_writes_nothing(tmp_path, capsys):
+    # 2 variants × 2 seeds × (single + joint, one architecture each with the same_arch baseline) = 8 cells.
+    code = cli.main(["run", "--arch", "mmoe", "--regime", "single,joint", "--param", "correlation=0.5,0.0",
+                     "--param", "train_rows=400", "--seeds", "2", "--dry-run", "--out", str(tmp_path / "run")])
+    assert code == 0
+    assert "8 cell(s) planned" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists() and not any(tmp_path.iterdir())
+
+
+def test_resume_refuses_run_flags(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text('{"experiment": "grid"}')
+    code = cli.main(["run", "--resume", str(run_dir), "--epochs", "2", "--arch", "ple", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "takes only --jobs and --quiet. Received: --arch --epochs" in err
+
+
+def test_an_out_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code = cli.main(["run", "--arch", "mmoe", "--regime", "joint", *SMALL, "--out", str(tmp_path / "file" / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("mtl-bench: error: cannot write") and "file" in err
+
+
+def test_a_full_disk_is_one_line_and_exit_1(monkeypatch, capsys):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.csv")
+
+    monkeypatch.setattr(cli.experiments, "run", full)
+    assert cli.main(["run", "--arch", "mmoe", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == "mtl-bench: error: cannot write runs/x/metrics.csv: No space left on device"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    code = cli.main(["run", "--arch", "mmoe", "--regime", "single,joint", "--param", "correlation=0.5",
+                     *SMALL[:-6], "--seeds", "2", "--batch-size", "128", "--jobs", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def _copy(run_dir, tmp_path):
+    import shutil
+
+    return shutil.copytree(run_dir, tmp_path / "copy")
+
+
+def test_report_warns_of_an_unfinished_run_and_of_too_few_seeds(finished_run, tmp_path, capsys):
+    import json
+
+    run_dir = _copy(finished_run, tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["planned_cells"] == 4 and len(manifest["cells"]) == 4  # 2 seeds × (single + joint)
+    manifest.update(status="interrupted", reason="interrupted by the user; continue with --resume", planned_cells=24)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert cli.main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "run interrupted, 4 of 24 cells finished" in out
+    assert "2 seed(s): an interval over seeds needs at least 3" in out
+    report = (run_dir / "report.md").read_text()
+    assert "4 of 24 cells finished" in report and "needs at least 3" in report
+
+
+def _cut(text):
+    """The file cut off in its 11th row, before the task field (as a full disk or a killed copy leaves it)."""
+    lines = text.splitlines()
+    return "\n".join(lines[:10] + [lines[10][:lines[10].index(",task")]])
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: (d / "metrics.csv").write_text(""), "metrics.csv is not a result table"),
+        (lambda d: (d / "metrics.csv").write_text("a,b\n1,2\n"), "is not a metrics table written by mtl-bench run"),
+        (lambda d: (d / "metrics.csv").write_text(_cut((d / "metrics.csv").read_text())),
+         "metrics.csv is truncated or edited: row 11 lacks fields"),
+        (lambda d: (d / "manifest.json").write_text('{"status": "compl'), "manifest.json is not valid JSON"),
+    ],
+)
+def test_report_on_damaged_files_is_one_line(finished_run, tmp_path, capsys, damage, needle):
+    run_dir = _copy(finished_run, tmp_path)
+    damage(run_dir)
+    assert cli.main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_resume_of_a_corrupt_manifest_is_one_line(finished_run, tmp_path, capsys):
+    run_dir = _copy(finished_run, tmp_path)
+    (run_dir / "manifest.json").write_text("{")
+    assert cli.main(["run", "--resume", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "manifest.json is not valid JSON" in err and "\n" not in err

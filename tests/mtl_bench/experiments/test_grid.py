@@ -393,3 +393,74 @@ def test_sigterm_stops_a_run_its_workers_and_resume_finishes_it(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = runner.io.read_json(run_dir / "manifest.json")
     assert manifest["status"] == "complete" and len(manifest["cells"]) == 16  # 4 seeds × (2 single + 2 joint)
+
+
+def test_a_swept_default_value_is_a_column_for_every_value(tmp_path):
+    """A bug report: --param scale=1.0,1e25 (1.0 the default, 1e25's cells fail) ended in KeyError: 'scale'."""
+    params = {"train_rows": 512, "validation_rows": 256, "test_rows": 256, "scale": [1.0, 1e25]}
+    config = _small(suite_params=params, archs=["shared_bottom"], regimes=["joint"])
+    assert "scale" in runner.plan(runner.resolve(config)).variant_columns
+    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert "scale" in manifest["variant_columns"]
+    assert sorted(v["status"] for v in manifest["cells"].values()) == ["complete", "failed"]
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["scale"].notna().all() and set(metrics["scale"]) == {1.0}
+    assert set(pd.read_csv(run_dir / "summary.csv")["scale"]) == {1.0}
+    experiments.resume(run_dir, progress=None, in_process=True)  # crashed the same way before
+    assert runner.io.read_json(run_dir / "manifest.json")["status"] == "complete"
+
+
+def test_pretraining_must_leave_days_to_train(tmp_path):
+    # 4 days minus one validation and one test day leave 2 training days.
+    config = RunConfig(suite="recsim", suite_params={"days": 4, "impressions_per_day": 300}, archs=["mmoe"],
+                       regimes=["daily"], seeds=1, epochs=1, jobs=1, pretrain_days=2)
+    with pytest.raises(UserInputError, match=r"pretrain_days must be fewer than the 2 training days"):
+        _run(config, out=tmp_path / "run", progress=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_grid_beyond_the_bound_is_refused_before_any_suite_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.cell_lib, "load_suite", lambda *a, **k: pytest.fail("loaded a suite"))
+    # 40 variants × 1000 seeds × 3 regimes = 120,000 cells at least.
+    config = _small(suite_params={"correlation": [i / 100 for i in range(40)]}, seeds=1000,
+                    regimes=["single", "joint", "sequential"])
+    with pytest.raises(UserInputError, match="more than 100,000 cells"):
+        _run(config, out=tmp_path / "run", progress=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_stops_the_run_and_marks_it_failed(tmp_path, monkeypatch):
+    import errno
+
+    def full(path, frame):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runner.io, "write_csv", full)
+    with pytest.raises(OSError):
+        _run(_small(archs=["shared_bottom"], regimes=["joint"]), out=tmp_path / "run", progress=None)
+    manifest = runner.io.read_json(tmp_path / "run" / "manifest.json")
+    assert manifest["status"] == "failed" and "No space left on device" in manifest["reason"]
+
+
+def test_resume_may_change_the_number_of_jobs(tmp_path):
+    run_dir = _run(_small(archs=["shared_bottom"], regimes=["joint"]), out=tmp_path / "run", progress=None)
+    before = (run_dir / "config.toml").read_text()
+    runner.resume(run_dir, progress=None, in_process=True, jobs=2)
+    assert (run_dir / "config.toml").read_text() == before
+    assert runner.io.read_json(run_dir / "manifest.json")["status"] == "complete"
+
+
+@pytest.mark.parametrize("load, expected", [(0.0, 2), (0.4, 2), (0.6, 1), (1.2, 1), (7.0, 1), (None, 2)])
+def test_default_jobs_leaves_busy_cores_alone(monkeypatch, load, expected):
+    """One worker per core not busy: the cores (2) minus the rounded 1-minute load average, at least one."""
+    from mtl_bench.engine import executor
+
+    def getloadavg():
+        if load is None:
+            raise OSError("no load average")
+        return (load, load, load)
+
+    monkeypatch.setattr(executor.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(executor.os, "getloadavg", getloadavg)
+    assert executor.default_jobs() == expected
