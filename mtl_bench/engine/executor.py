@@ -113,10 +113,11 @@ def uninterruptible() -> Iterator[None]:
 def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     """Cancels queued items and stops running workers now (SIGTERM, then SIGKILL after a grace period)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
+    # Workers first: shutdown() takes the pool's lock, which a wedged pool may hold; a stopped worker frees it.
     for p in processes:
         with contextlib.suppress(Exception):
             p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         with contextlib.suppress(Exception):
             p.join(TERMINATE_GRACE_SECONDS)
