@@ -235,7 +235,7 @@ class Trainer:
                 pred = model(x, training=True)
                 each = self._each_loss(pred, y)
                 losses = tf.stack(each)
-                total = combination.objective(losses)
+                total = combination.objective(losses, global_step)
                 extra = None
                 if aid is not None:
                     anchor_pred = model(anchor_x, training=True) if aid.needs_anchor else None
@@ -246,7 +246,7 @@ class Trainer:
             else:
                 per_task = [tape.gradient(loss, shared_vars, unconnected_gradients=zero) for loss in each]
                 flat = tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in per_task])
-                coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step)
+                coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step, losses=losses)
                 combined = [sum(coef[k] * per_task[k][n] for k in range(len(self.tasks))) for n in range(len(shared_vars))]
                 if extra is not None:
                     combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_vars, unconnected_gradients=zero))]
@@ -258,6 +258,9 @@ class Trainer:
                     grads[k] = g
                 del tape
             self.optimizer.apply(grads, variables)
+            # FAMO reads the same batch's losses after the update; the other methods get None.
+            after = tf.stack(self._each_loss(model(x, training=True), y)) if combination.needs_losses_after else None
+            combination.after_step(losses, after)
             return losses
 
         if self.jit_compile:
@@ -402,6 +405,7 @@ class Trainer:
                     for t, w in zip(self.tasks, self.loss_weights)
                 )
             )
+            self.combination.on_epoch_end(loss_sum / len(batches))
             log = EpochLog(epoch, dict(zip(names, (loss_sum / len(batches)).tolist())), val, selection)
             history.append(log)
             cb.on_epoch_end(epoch - 1, {

@@ -13,7 +13,11 @@ TensorFlow.
 * ``equal``: the equal-weight sum, the other baseline (Xin et al. 2022;
   Kurin et al. 2022).
 * ``uncertainty``: Kendall et al. 2018 weighting.
-* ``pcgrad``, ``gradvac``, ``cagrad``: conflict remedies (joint regime).
+* ``pcgrad``, ``gradvac``, ``cagrad``, ``mgda``, ``imtl`` (IMTL-G), ``nash-mtl``,
+  ``aligned-mtl``: conflict remedies (joint regime); the last four in
+  :mod:`mtl_bench.remedies.multiobjective`.
+* ``gradnorm``, ``dwa``, ``rlw``, ``famo`` (:mod:`mtl_bench.remedies.weighting`) and
+  ``db-mtl``: weighting methods (joint regime).
 * ``replay`` (sequential regime), ``distill``, ``kl-anchor`` (joint and
   sequential): forgetting remedies.
 """
@@ -81,6 +85,15 @@ REMEDIES: dict[str, Remedy] = {
         Remedy("pcgrad", CONFLICT, (JOINT,), "combination.PCGrad"),
         Remedy("gradvac", CONFLICT, (JOINT,), "combination.GradVac"),
         Remedy("cagrad", CONFLICT, (JOINT,), "combination.CAGrad"),
+        Remedy("mgda", CONFLICT, (JOINT,), "multiobjective.MGDA"),
+        Remedy("imtl", CONFLICT, (JOINT,), "multiobjective.IMTLG"),
+        Remedy("nash-mtl", CONFLICT, (JOINT,), "multiobjective.NashMTL"),
+        Remedy("aligned-mtl", CONFLICT, (JOINT,), "multiobjective.AlignedMTL"),
+        Remedy("gradnorm", WEIGHTING, (JOINT,), "weighting.GradNorm"),
+        Remedy("db-mtl", WEIGHTING, (JOINT,), "multiobjective.DBMTL"),
+        Remedy("dwa", WEIGHTING, (JOINT,), "weighting.DWA"),
+        Remedy("rlw", WEIGHTING, (JOINT,), "weighting.RLW"),
+        Remedy("famo", WEIGHTING, (JOINT,), "weighting.FAMO"),
         Remedy("replay", FORGETTING, (SEQUENTIAL,), aid="anchors.Replay"),
         Remedy("distill", FORGETTING, _ANCHORED, aid="anchors.Distill"),
         Remedy("kl-anchor", FORGETTING, _ANCHORED, aid="anchors.KLAnchor"),
