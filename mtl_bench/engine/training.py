@@ -227,6 +227,9 @@ class Trainer:
         combination, aid, model = self.combination, self.aid, self.model
         shared_pos, rest_pos = self._gram_split(variables)
         shared_vars = [variables[k] for k in shared_pos]
+        # Differentiated through their tf.Variable: TF's zero fill of an unconnected gradient (ESMM's CTR tower
+        # and a third task) fails on a Keras variable, whose dtype is a string.
+        shared_sources = [getattr(v, "value", v) for v in shared_vars]
         rest_vars = [variables[k] for k in rest_pos]
         zero = tf.UnconnectedGradients.ZERO
 
@@ -244,12 +247,12 @@ class Trainer:
             if not shared_pos:
                 grads = tape.gradient(total, variables, unconnected_gradients=zero)
             else:
-                per_task = [tape.gradient(loss, shared_vars, unconnected_gradients=zero) for loss in each]
+                per_task = [tape.gradient(loss, shared_sources, unconnected_gradients=zero) for loss in each]
                 flat = tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in per_task])
                 coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step, losses=losses)
                 combined = [sum(coef[k] * per_task[k][n] for k in range(len(self.tasks))) for n in range(len(shared_vars))]
                 if extra is not None:
-                    combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_vars, unconnected_gradients=zero))]
+                    combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_sources, unconnected_gradients=zero))]
                 rest = tape.gradient(total, rest_vars, unconnected_gradients=zero) if rest_vars else []
                 grads = [None] * len(variables)
                 for k, g in zip(shared_pos, combined):

@@ -175,3 +175,17 @@ def test_one_epoch_on_every_architecture(arch, name):
     assert len(fit.history) == 2
     assert all(np.isfinite(v) for log in fit.history for v in log.train_loss.values())
     assert all(np.all(np.isfinite(v.numpy())) for v in combination.state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEW)
+def test_one_epoch_on_esmm(name):
+    from mtl_bench.tasks import recsim
+
+    data = recsim.load(seed=0, days=4, impressions_per_day=400)
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES["esmm"](features=data.features, tasks=data.tasks)
+    combination, _ = REMEDIES[name].build({})
+    fit = Trainer(model, data.tasks, learning_rate=0.01, combination=combination, seed=0).fit(
+        data.train, data.validation, epochs=1, batch_size=64, seed=0, patience=0)
+    assert all(np.isfinite(v) for v in fit.history[0].train_loss.values())
