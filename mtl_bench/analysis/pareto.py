@@ -7,7 +7,7 @@ MSE for regression), as a direction-aware score (``-MSE``). :func:`pareto_table`
 one row per (group, remedy, task):
 
 * ``score_mean``, ``score_ci_low``, ``score_ci_high``, ``n``: the score over seeds
-  (Student-t 95% interval; ``score`` is the metric, negated for MSE);
+  (Student-t 95% interval, cut to the score's range; ``score`` is the metric, negated for MSE);
 * ``sweep``: the row is a sweep point; ``front``: a sweep point whose mean scores no
   other sweep point dominates;
 * ``status`` (methods only): ``"beyond"`` when, against every sweep point, the method
@@ -80,10 +80,11 @@ def pareto_table(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.Da
         for remedy, table in sorted(tables.items(), key=lambda kv: list(REMEDIES).index(kv[0]) if kv[0] in REMEDIES else 0):
             status = "" if remedy in sweep else _status(table, sweep)
             for task in table.columns:
-                mean, low, high, n = mean_ci(table[task].to_numpy())
+                metric = sub[sub["task"] == task]["metric"].iloc[0]
+                mean, low, high, n = mean_ci(table[task].to_numpy(), bounds=(-np.inf, 0.0) if metric == "mse" else (0.0, 1.0))
                 rows.append({**dict(zip(group, key)), "remedy": remedy,
                              "family": REMEDIES[remedy].family if remedy in REMEDIES else "", "sweep": remedy in sweep,
-                             "task": task, "metric": sub[sub["task"] == task]["metric"].iloc[0], "score_mean": mean,
+                             "task": task, "metric": metric, "score_mean": mean,
                              "score_ci_low": low, "score_ci_high": high, "n": n, "front": remedy in front, "status": status})
     return pd.DataFrame(rows, columns=[*group, *COLUMNS])
 

@@ -18,6 +18,10 @@ matrix it measures anyway. Task-specific variables get the gradient of
 * :class:`GradVac`: Wang et al. 2021, gradient vaccine toward EMA similarity targets.
 * :class:`CAGrad`: Liu et al. 2021, conflict-averse gradient descent.
 
+MGDA, IMTL-G, Nash-MTL, Aligned-MTL and DB-MTL are in
+:mod:`mtl_bench.remedies.multiobjective`; GradNorm, DWA, RLW and FAMO in
+:mod:`mtl_bench.remedies.weighting`; the static-weight sweep in :mod:`mtl_bench.remedies.sweep`.
+
 The gradient methods (``needs_gram``) act on the gradients of the static-
 weighted losses ``w_k L_k``, as the papers act on the losses they are given.
 """
