@@ -144,7 +144,9 @@ class Trainer:
         combination: How the task losses (and, for gradient methods, their
             gradients on the shared variables) become one update; default
             :class:`~mtl_bench.remedies.combination.Static`, the weighted sum. It is
-            built here, with ``loss_weights`` and ``seed``.
+            built here, with ``loss_weights`` and ``seed``; each step passes it the
+            step and the per-task losses and calls its ``after_step`` (FAMO), each
+            epoch its ``on_epoch_end`` with the epoch's mean training losses (DWA).
         aid: A forgetting remedy already bound to this run
             (:meth:`~mtl_bench.remedies.anchors.ForgettingAid.bind`); its loss joins
             the objective of every step.
