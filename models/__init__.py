@@ -6,6 +6,7 @@ Every architecture is a :class:`MultiTaskModel` built as
 
 from mtl_bench.models.base import VARIABLE_GROUPS, MultiTaskModel
 from mtl_bench.models.cgc import CGC
+from mtl_bench.models.esmm import ESMM
 from mtl_bench.models.experts import Experts
 from mtl_bench.models.gate import Gate, mix
 from mtl_bench.models.input_block import InputBlock
@@ -22,11 +23,13 @@ ARCHITECTURES: dict[str, type[MultiTaskModel]] = {
     "mmoe": MMoE,
     "omoe": OMoE,
     "ple": PLE,
+    "esmm": ESMM,
 }
 
 __all__ = [
     "ARCHITECTURES",
     "CGC",
+    "ESMM",
     "Experts",
     "Gate",
     "InputBlock",

@@ -144,7 +144,9 @@ class Trainer:
         combination: How the task losses (and, for gradient methods, their
             gradients on the shared variables) become one update; default
             :class:`~mtl_bench.remedies.combination.Static`, the weighted sum. It is
-            built here, with ``loss_weights`` and ``seed``.
+            built here, with ``loss_weights`` and ``seed``; each step passes it the
+            step and the per-task losses and calls its ``after_step`` (FAMO), each
+            epoch its ``on_epoch_end`` with the epoch's mean training losses (DWA).
         aid: A forgetting remedy already bound to this run
             (:meth:`~mtl_bench.remedies.anchors.ForgettingAid.bind`); its loss joins
             the objective of every step.
@@ -227,6 +229,9 @@ class Trainer:
         combination, aid, model = self.combination, self.aid, self.model
         shared_pos, rest_pos = self._gram_split(variables)
         shared_vars = [variables[k] for k in shared_pos]
+        # Differentiated through their tf.Variable: TF's zero fill of an unconnected gradient (ESMM's CTR tower
+        # and a third task) fails on a Keras variable, whose dtype is a string.
+        shared_sources = [getattr(v, "value", v) for v in shared_vars]
         rest_vars = [variables[k] for k in rest_pos]
         zero = tf.UnconnectedGradients.ZERO
 
@@ -235,7 +240,7 @@ class Trainer:
                 pred = model(x, training=True)
                 each = self._each_loss(pred, y)
                 losses = tf.stack(each)
-                total = combination.objective(losses)
+                total = combination.objective(losses, global_step)
                 extra = None
                 if aid is not None:
                     anchor_pred = model(anchor_x, training=True) if aid.needs_anchor else None
@@ -244,12 +249,12 @@ class Trainer:
             if not shared_pos:
                 grads = tape.gradient(total, variables, unconnected_gradients=zero)
             else:
-                per_task = [tape.gradient(loss, shared_vars, unconnected_gradients=zero) for loss in each]
+                per_task = [tape.gradient(loss, shared_sources, unconnected_gradients=zero) for loss in each]
                 flat = tf.stack([tf.concat([tf.reshape(g, [-1]) for g in gs], 0) for gs in per_task])
-                coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step)
+                coef = combination.coefficients(tf.matmul(flat, flat, transpose_b=True), global_step, losses=losses)
                 combined = [sum(coef[k] * per_task[k][n] for k in range(len(self.tasks))) for n in range(len(shared_vars))]
                 if extra is not None:
-                    combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_vars, unconnected_gradients=zero))]
+                    combined = [c + g for c, g in zip(combined, tape.gradient(extra, shared_sources, unconnected_gradients=zero))]
                 rest = tape.gradient(total, rest_vars, unconnected_gradients=zero) if rest_vars else []
                 grads = [None] * len(variables)
                 for k, g in zip(shared_pos, combined):
@@ -258,6 +263,9 @@ class Trainer:
                     grads[k] = g
                 del tape
             self.optimizer.apply(grads, variables)
+            # FAMO reads the same batch's losses after the update; the other methods get None.
+            after = tf.stack(self._each_loss(model(x, training=True), y)) if combination.needs_losses_after else None
+            combination.after_step(losses, after)
             return losses
 
         if self.jit_compile:
@@ -402,6 +410,7 @@ class Trainer:
                     for t, w in zip(self.tasks, self.loss_weights)
                 )
             )
+            self.combination.on_epoch_end(loss_sum / len(batches))
             log = EpochLog(epoch, dict(zip(names, (loss_sum / len(batches)).tolist())), val, selection)
             history.append(log)
             cb.on_epoch_end(epoch - 1, {

@@ -51,7 +51,9 @@ def make_probe_fn(
 
     def gradients(tape, loss):
         zero = tf.UnconnectedGradients.ZERO
-        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, shared, unconnected_gradients=zero)]
+        # Through the tf.Variable: TF's zero fill fails on a Keras variable (a task ESMM's CTR tower does not reach).
+        sources = [getattr(v, "value", v) for v in shared]
+        return [tf.convert_to_tensor(g) for g in tape.gradient(loss, sources, unconnected_gradients=zero)]
 
     def gram(rows):
         """Per shared variable, the float64 Gram matrix of ``rows`` (a list of per-variable gradient lists)."""

@@ -13,7 +13,13 @@ TensorFlow.
 * ``equal``: the equal-weight sum, the other baseline (Xin et al. 2022;
   Kurin et al. 2022).
 * ``uncertainty``: Kendall et al. 2018 weighting.
-* ``pcgrad``, ``gradvac``, ``cagrad``: conflict remedies (joint regime).
+* ``pcgrad``, ``gradvac``, ``cagrad``, ``mgda``, ``imtl`` (IMTL-G), ``nash-mtl``,
+  ``aligned-mtl``: conflict remedies (joint regime); the last four in
+  :mod:`mtl_bench.remedies.multiobjective`.
+* ``gradnorm``, ``dwa``, ``rlw``, ``famo`` (:mod:`mtl_bench.remedies.weighting`) and
+  ``db-mtl``: weighting methods (joint regime).
+* ``sweep-0`` ... ``sweep-10``: the static-weight sweep (:mod:`mtl_bench.remedies.sweep`),
+  the Pareto front the other methods are read against.
 * ``replay`` (sequential regime), ``distill``, ``kl-anchor`` (joint and
   sequential): forgetting remedies.
 """
@@ -45,6 +51,7 @@ class Remedy:
         regimes: Regimes the remedy changes; its cells run only there.
         combination: ``module.Class`` (in this package) of the loss combination.
         aid: ``module.Class`` of the forgetting aid, or ``""``.
+        fixed: Constructor arguments the remedy fixes (a sweep point's index); not ``remedy_params``.
     """
 
     name: str
@@ -52,6 +59,7 @@ class Remedy:
     regimes: tuple[str, ...]
     combination: str = "combination.Static"
     aid: str = ""
+    fixed: tuple[tuple[str, Any], ...] = ()
 
     @property
     def factory(self) -> Any:
@@ -60,16 +68,20 @@ class Remedy:
 
     def parameters(self) -> list[str]:
         """Names of the constructor arguments ``remedy_params`` may set."""
-        return [p for p in inspect.signature(self.factory).parameters if p != "self"]
+        fixed = dict(self.fixed)
+        return [p for p in inspect.signature(self.factory).parameters if p != "self" and p not in fixed]
 
     def build(self, params: dict[str, Any]) -> tuple[Any, Any]:
         """Fresh (combination, aid or None) for one training phase."""
         if self.aid:
             return _load("combination.Static")(), _load(self.aid)(**params)
-        return _load(self.combination)(**params), None
+        return _load(self.combination)(**dict(self.fixed), **params), None
 
 
 _ALL = (SINGLE, JOINT, SEQUENTIAL, DAILY)
+SWEEP_POINTS = 11  # mtl_bench.remedies.sweep.POINTS (not imported: that module loads TensorFlow)
+SWEEP: tuple[str, ...] = tuple(f"sweep-{k}" for k in range(SWEEP_POINTS))
+"""The static-weight sweep's remedies (:mod:`mtl_bench.remedies.sweep`): ``--remedy sweep-0,...,sweep-10``."""
 _ANCHORED = (JOINT, SEQUENTIAL)  # mtl_bench.remedies.anchors.ForgettingAid.applies_to
 
 REMEDIES: dict[str, Remedy] = {
@@ -81,6 +93,16 @@ REMEDIES: dict[str, Remedy] = {
         Remedy("pcgrad", CONFLICT, (JOINT,), "combination.PCGrad"),
         Remedy("gradvac", CONFLICT, (JOINT,), "combination.GradVac"),
         Remedy("cagrad", CONFLICT, (JOINT,), "combination.CAGrad"),
+        Remedy("mgda", CONFLICT, (JOINT,), "multiobjective.MGDA"),
+        Remedy("imtl", CONFLICT, (JOINT,), "multiobjective.IMTLG"),
+        Remedy("nash-mtl", CONFLICT, (JOINT,), "multiobjective.NashMTL"),
+        Remedy("aligned-mtl", CONFLICT, (JOINT,), "multiobjective.AlignedMTL"),
+        Remedy("gradnorm", WEIGHTING, (JOINT,), "weighting.GradNorm"),
+        Remedy("db-mtl", WEIGHTING, (JOINT,), "multiobjective.DBMTL"),
+        Remedy("dwa", WEIGHTING, (JOINT,), "weighting.DWA"),
+        Remedy("rlw", WEIGHTING, (JOINT,), "weighting.RLW"),
+        Remedy("famo", WEIGHTING, (JOINT,), "weighting.FAMO"),
+        *(Remedy(name, WEIGHTING, (JOINT,), "sweep.SweepPoint", fixed=(("point", k),)) for k, name in enumerate(SWEEP)),
         Remedy("replay", FORGETTING, (SEQUENTIAL,), aid="anchors.Replay"),
         Remedy("distill", FORGETTING, _ANCHORED, aid="anchors.Distill"),
         Remedy("kl-anchor", FORGETTING, _ANCHORED, aid="anchors.KLAnchor"),

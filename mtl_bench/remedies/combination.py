@@ -18,6 +18,10 @@ matrix it measures anyway. Task-specific variables get the gradient of
 * :class:`GradVac`: Wang et al. 2021, gradient vaccine toward EMA similarity targets.
 * :class:`CAGrad`: Liu et al. 2021, conflict-averse gradient descent.
 
+MGDA, IMTL-G, Nash-MTL, Aligned-MTL and DB-MTL are in
+:mod:`mtl_bench.remedies.multiobjective`; GradNorm, DWA, RLW and FAMO in
+:mod:`mtl_bench.remedies.weighting`; the static-weight sweep in :mod:`mtl_bench.remedies.sweep`.
+
 The gradient methods (``needs_gram``) act on the gradients of the static-
 weighted losses ``w_k L_k``, as the papers act on the losses they are given.
 """
@@ -45,6 +49,7 @@ class LossCombination:
     name: str = ""
     needs_gram: bool = False
     jit_compatible: bool = True
+    needs_losses_after: bool = False
 
     def __init__(self) -> None:
         self.weights: tf.Tensor | None = None
@@ -64,11 +69,23 @@ class LossCombination:
         """Variables the method learns alongside the model (trained by the same optimizer)."""
         return []
 
-    def objective(self, losses: tf.Tensor) -> tf.Tensor:
-        """The scalar whose gradient updates every variable (task-specific ones only, with ``needs_gram``)."""
+    @property
+    def state(self) -> list[tf.Variable]:
+        """Every variable of the method's state (learned or not): what a checkpoint of the method saves."""
+        return [v for v in vars(self).values() if isinstance(v, tf.Variable)]
+
+    def objective(self, losses: tf.Tensor, step: tf.Tensor | None = None) -> tf.Tensor:
+        """The scalar whose gradient updates every variable (task-specific ones only, with ``needs_gram``).
+
+        Args:
+            losses: ``(T,)`` unweighted per-task losses of the batch.
+            step: The global step (seeds per-step randomness such as RLW's weights).
+        """
         return tf.reduce_sum(self.weights * losses)
 
-    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
+    def coefficients(
+        self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True, losses: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """``a`` with shared update ``sum_k a_k g_k``; ``gram`` holds the unweighted losses' gradients.
 
         Args:
@@ -76,8 +93,21 @@ class LossCombination:
             step: The global step (seeds per-step randomness such as PCGrad's task order).
             update: Whether to advance the method's state (GradVac's targets); the
                 probe asks without updating.
+            losses: ``(T,)`` unweighted per-task losses of the batch, for the methods
+                that read them; the probe passes none (they use the last training step's).
         """
         return self.weights
+
+    def after_step(self, losses: tf.Tensor, losses_after: tf.Tensor | None) -> None:
+        """Called in the training step after the update (in the compiled graph).
+
+        Args:
+            losses: The step's per-task losses (before the update).
+            losses_after: With ``needs_losses_after``, the same batch's losses after the update; else None.
+        """
+
+    def on_epoch_end(self, train_losses: np.ndarray) -> None:
+        """Called eagerly after each epoch with the epoch's mean unweighted training loss per task."""
 
 
 class Static(LossCombination):
@@ -113,11 +143,11 @@ class Uncertainty(LossCombination):
     def variables(self) -> list[tf.Variable]:
         return [self.log_variance]
 
-    def objective(self, losses: tf.Tensor) -> tf.Tensor:
+    def objective(self, losses: tf.Tensor, step: tf.Tensor | None = None) -> tf.Tensor:
         s = self.log_variance
         return tf.reduce_sum(self._scale * tf.exp(-s) * self.weights * losses + 0.5 * s)
 
-    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
+    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True, losses: tf.Tensor | None = None) -> tf.Tensor:
         return self._scale * tf.exp(-tf.convert_to_tensor(self.log_variance)) * self.weights
 
 
@@ -143,7 +173,7 @@ class PCGrad(LossCombination):
     name = "pcgrad"
     needs_gram = True
 
-    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
+    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True, losses: tf.Tensor | None = None) -> tf.Tensor:
         g = _weighted(tf.cast(gram, tf.float32), self.weights)
         t = self.num_tasks
         eye = tf.eye(t)
@@ -186,7 +216,7 @@ class GradVac(LossCombination):
         super().build(tasks, weights, seed)
         self.targets = tf.Variable(tf.zeros([len(tasks), len(tasks)]), trainable=False, name="gradvac_targets")
 
-    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
+    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True, losses: tf.Tensor | None = None) -> tf.Tensor:
         g = _weighted(tf.cast(gram, tf.float32), self.weights)
         t = self.num_tasks
         eye = tf.eye(t)
@@ -263,7 +293,7 @@ class CAGrad(LossCombination):
         super().__init__()
         self.alpha = check_number("CAGrad", "alpha", alpha, 0.0)
 
-    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True) -> tf.Tensor:
+    def coefficients(self, gram: tf.Tensor, step: tf.Tensor, *, update: bool = True, losses: tf.Tensor | None = None) -> tf.Tensor:
         g = _weighted(tf.cast(gram, tf.float32), self.weights)
         t = self.num_tasks
         w = tf.numpy_function(lambda m: cagrad_weights(m, self.alpha), [g], tf.float32, stateful=False)

@@ -43,7 +43,7 @@ def _ids(variables) -> list[int]:
 
 def test_registry_is_a_plain_dict() -> None:
     assert type(ARCHITECTURES) is dict
-    assert set(ARCHITECTURES) == {"single_task", "shared_bottom", "mmoe", "omoe", "ple"}
+    assert set(ARCHITECTURES) == {"single_task", "shared_bottom", "mmoe", "omoe", "ple", "esmm"}
     assert all(issubclass(cls, MultiTaskModel) for cls in ARCHITECTURES.values())
 
 
@@ -445,7 +445,7 @@ def test_bad_features_or_tasks_raise(make: Callable, spec, tasks) -> None:
         make(spec, tasks)
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(set(ARCHITECTURES) - {"esmm"}))  # ESMM needs a click/conversion pair: test_esmm.py
 def test_defaults_build(arch: str, spec, tasks) -> None:
     cls = ARCHITECTURES[arch]
     model = cls(spec, tasks[:1] if arch == "single_task" else tasks)

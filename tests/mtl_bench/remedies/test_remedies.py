@@ -16,7 +16,9 @@ from mtl_bench.errors import UserInputError
 from mtl_bench.remedies import REMEDIES
 from mtl_bench.analysis.remedies import remedy_table, remedy_verdict
 
-ALL = list(REMEDIES)
+# The remedies whose cells the grid fixture runs; the newer methods and the sweep are tested in test_methods.py
+# and test_sweep.py (one grid over all of them takes minutes).
+ALL = ["none", "equal", "uncertainty", "pcgrad", "gradvac", "cagrad", "replay", "distill", "kl-anchor"]
 
 
 def _small(**kw) -> RunConfig:
@@ -55,7 +57,7 @@ def test_every_remedy_runs_where_it_applies(grid):
     assert len(manifest["cells"]) == _expected_cells(_small())
     metrics = pd.read_csv(grid / "metrics.csv")
     seen = set(zip(metrics["regime"], metrics["remedy"]))
-    expected = {(g, r) for r, rem in REMEDIES.items() for g in rem.regimes if g in _small().regimes}
+    expected = {(g, r) for r, rem in REMEDIES.items() if r in ALL for g in rem.regimes if g in _small().regimes}
     assert seen == expected
     for name in ("metrics", "summary", "probe", "retention"):
         assert "remedy" in pd.read_csv(grid / f"{name}.csv").columns, name
@@ -64,7 +66,7 @@ def test_every_remedy_runs_where_it_applies(grid):
 def test_update_conflict_follows_the_gram_of_the_probe(grid):
     probe = pd.read_csv(grid / "probe.csv")
     update = probe[probe["measure"] == "update_conflict"]
-    assert set(update["remedy"]) == {r for r, rem in REMEDIES.items() if "joint" in rem.regimes}
+    assert set(update["remedy"]) == {r for r, rem in REMEDIES.items() if r in ALL and "joint" in rem.regimes}
     assert set(update["regime"]) == {"joint"}  # sequential phases train one task: no combination to probe
     cos = probe[probe["measure"] == "update_cosine"].set_index(["remedy", "seed", "step", "task_i"])["value"]
     flags = update.set_index(["remedy", "seed", "step", "task_i"])["value"]
