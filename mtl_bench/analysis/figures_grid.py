@@ -12,8 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from scipy import stats
 
 from mtl_bench.analysis._style import (
@@ -22,10 +25,10 @@ from mtl_bench.analysis._style import (
     headline_of,
     last_phase,
     new_figure,
+    panel_labels,
     scatter_by_arch_and_suite,
     styles_of,
     variant_keys,
-    variant_label,
 )
 from mtl_bench.analysis.summary import headline_metric
 from mtl_bench.measures.catalog import BY_NAME
@@ -178,7 +181,9 @@ def negative_transfer(summary: pd.DataFrame, *, split: str = SPLIT, variant_colu
     tasks = list(dict.fromkeys(s["task"]))
     archs = list(dict.fromkeys(s["arch"]))
     colors = styles_of(archs, COLORS)
-    fig.set_size_inches(max(4.0, 1.2 + 0.45 * len(tasks) * len(archs)) * len(cols), 2.8 * len(rows))
+    labels, common = panel_labels(variant, cols)
+    # Wide enough for the two-line title however few the bars.
+    fig.set_size_inches(max(7.0, max(3.0, 1.2 + 0.45 * len(tasks) * len(archs)) * len(cols)), 0.9 + 2.6 * len(rows))
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row")
     width = 0.8 / len(archs)
     for r, (regime, order) in enumerate(rows):
@@ -194,16 +199,19 @@ def negative_transfer(summary: pd.DataFrame, *, split: str = SPLIT, variant_colu
                 pos = np.array([tasks.index(t) for t in bars.index]) + (a - (len(archs) - 1) / 2) * width
                 err = np.abs(np.vstack([bars["transfer"] - bars["transfer_ci_low"], bars["transfer_ci_high"] - bars["transfer"]]))
                 ax.bar(pos, bars["transfer"], width, yerr=np.nan_to_num(err), capsize=2, color=colors[arch],
-                       label=arch if r == 0 and c == 0 else None)
+                       label=arch)
+            if panel.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="0.4")
             ax.axhline(0, color="black", lw=0.8)
-            ax.set_xticks(range(len(tasks)), tasks)
+            ax.set_xticks(range(len(tasks)), tasks, rotation=30 if sum(map(len, tasks)) > 40 else 0)
             where = regime if order in (NO_ORDER, "") or pd.isna(order) else f"{regime} {order}"
-            ax.set_title(f"{variant_label(variant, values)}\n{where}", fontsize="small")
+            ax.set_title(f"{labels[c]}\n{where}" if labels[c] else where, fontsize="small")
             if c == 0:
                 ax.set_ylabel("transfer vs single-task\n(single-task = 0)")
-    fig.legend(loc="outside lower center", ncols=len(archs), fontsize="small")
-    fig.suptitle(f"Transfer vs single-task ({split}, headline metric, 95% CI over seeds; < 0 = negative transfer)",
-                 fontsize="medium")
+    handles = [Patch(color=colors[a], label=a) for a in archs]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(archs), fontsize="small")
+    fig.suptitle(f"Transfer vs single-task{': ' + common if common else ''}\n"
+                 f"({split} split, headline metric, 95% CI over seeds; < 0 = negative transfer)", fontsize="medium")
     return fig
 
 
@@ -245,12 +253,16 @@ def training_dynamics(
     panels = [[(m, g) for g in dict.fromkeys(rows[rows["measure"] == m]["group"])] for m in measures]
     panels = [p for p in panels if p]
     ncols = max(len(p) for p in panels)
-    fig.set_size_inches(3.6 * ncols, 3.0 * len(panels))
+    fig.set_size_inches(max(6.5, 3.6 * ncols), 1.6 + 3.0 * len(panels))
     grid = fig.add_gridspec(len(panels), ncols)
     variants = list(dict.fromkeys(rows[variant].itertuples(index=False, name=None)))
-    colors = styles_of(variants, COLORS)
     pairs = list(dict.fromkeys(zip(rows["task_i"], rows["task_j"])))
-    styles = styles_of(pairs, ("-", "--", ":", "-."))
+    names, common = panel_labels(variant, variants)
+    # One variant: colour tells the task pairs apart; several: colour is the variant, line style the pair.
+    by_variant = len(variants) > 1
+    colors = styles_of(variants if by_variant else pairs, COLORS)
+    styles = styles_of(pairs, ("-", "--", ":", "-.")) if by_variant else {p: "-" for p in pairs}
+    few = rows.groupby([*variant, "measure", "group", "task_i", "task_j"], dropna=False)["step"].nunique().max() <= 12
     for r, row in enumerate(panels):
         for c, (measure, group) in enumerate(row):
             ax = fig.add_subplot(grid[r, c])
@@ -260,16 +272,25 @@ def training_dynamics(
                 *values, ti, tj = key
                 steps = curve.index.get_level_values("step")
                 arrow = "·" if measure == COSINE else "→"
-                ax.plot(steps, curve.to_numpy(), color=colors[tuple(values)], ls=styles[(ti, tj)], lw=1.2,
-                        label=f"{ti}{arrow}{tj} {variant_label(variant, values)}")
+                name = names[variants.index(tuple(values))]
+                ax.plot(steps, curve.to_numpy(), color=colors[tuple(values) if by_variant else (ti, tj)],
+                        ls=styles[(ti, tj)], lw=1.2, marker="o" if few else None, markersize=3,
+                        label=f"{ti}{arrow}{tj}" + (f" {name}" if name else ""))
             ax.axhline(0, color="0.6", lw=0.8, zorder=0)
             ax.set_title(f"{measure} · {group}", fontsize="small")
             ax.set_xlabel("training step")
             if c == 0:
                 ax.set_ylabel(measure)
-            if r == 0 and c == 0:
-                ax.legend(fontsize="x-small")
-    fig.suptitle(f"Probe over {regime} training ({arch or 'all architectures'}; mean over seeds)", fontsize="medium")
+    # Below the panels, where it hides no curve; cosine is symmetric (i · j), affinity directional (i → j).
+    handles = [Line2D([], [], color="0.3" if by_variant else colors[p], ls=styles[p], label=f"{p[0]} → {p[1]}")
+               for p in pairs]
+    if by_variant:
+        handles += [Line2D([], [], color=colors[v], label=n) for v, n in zip(variants, names)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="x-small",
+               title="line style: task pair · colour: variant" if by_variant else "task pair (colour)",
+               title_fontsize="x-small")
+    fig.suptitle(f"Probe over {regime} training: {arch or 'all architectures'}{', ' + common if common else ''}\n"
+                 "(mean over seeds; cosine is symmetric in the pair, affinity i → j directional)", fontsize="medium")
     return fig
 
 
@@ -298,7 +319,12 @@ def accuracy_matrix(metrics: pd.DataFrame, *, split: str = SPLIT, variant_column
     cells = m.groupby([*variant, "order", "arch", "phase", "task"], dropna=False, sort=False)["value"].mean().reset_index()
     rows = list(dict.fromkeys(cells[[*variant, "order"]].itertuples(index=False, name=None)))
     archs = list(dict.fromkeys(cells["arch"]))
-    fig.set_size_inches(3.2 * len(archs), 2.6 * len(rows))
+    labels, common = panel_labels(variant, [key[:-1] for key in rows])
+    metric_of = cells["task"].map(headline)
+    # One colour scale per metric over every panel, so equal colours mean equal values across panels.
+    scales = {metric: _matrix_scale(metric, cells.loc[metric_of == metric, "value"].to_numpy(float))
+              for metric in dict.fromkeys(metric_of)}
+    fig.set_size_inches(max(6.0, 3.2 * len(archs) + 1.2 * len(scales)), 1.0 + 2.6 * len(rows))
     axes = fig.subplots(len(rows), len(archs), squeeze=False)
     for r, key in enumerate(rows):
         for c, arch in enumerate(archs):
@@ -308,26 +334,46 @@ def accuracy_matrix(metrics: pd.DataFrame, *, split: str = SPLIT, variant_column
                 sel = sel[(sel[k] == v) | (sel[k].isna() & pd.isna(v))]
             order = str(key[-1])
             trained = order.split(ORDER_SEPARATOR)
+            ax.set_title(f"{labels[r]}\n{arch} · {order}" if labels[r] else f"{arch} · {order}", fontsize="small")
+            if sel.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                ax.set_axis_off()
+                continue
             tasks = [t for t in trained if t in set(sel["task"])] or list(dict.fromkeys(sel["task"]))
             grid = sel.pivot_table(index="phase", columns="task", values="value", aggfunc="mean").reindex(columns=tasks)
             values = grid.to_numpy(float)
-            finite = values[np.isfinite(values)]
-            # Log colours: an untrained task's error would otherwise flatten every other cell to one colour.
-            norm = LogNorm() if finite.size and (finite > 0).all() and np.ptp(finite) > 0 else None
-            image = ax.imshow(values, cmap="viridis_r" if headline.get(tasks[0]) != "auc" else "viridis",
-                              norm=norm, aspect="auto")
-            for (i, j), value in np.ndenumerate(values):
-                if np.isfinite(value):
-                    shade = image.cmap(image.norm(value))
-                    dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
-                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="white" if dark else "black",
-                            fontsize="small")
+            for metric, (cmap, norm) in scales.items():
+                columns = np.array([headline.get(t) == metric for t in tasks])
+                if not columns.any():
+                    continue
+                image = ax.imshow(np.where(columns[None, :], values, np.nan), cmap=cmap, norm=norm, aspect="auto")
+                for (i, j), value in np.ndenumerate(values):
+                    if columns[j] and np.isfinite(value):
+                        shade = image.cmap(image.norm(value))
+                        dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
+                        ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="white" if dark else "black",
+                                fontsize="small")
             ax.set_xticks(range(len(tasks)), [f"{t}\n({headline.get(t, '')})" for t in tasks], fontsize="small")
             phases = [f"after {trained[p] if p < len(trained) else p}" for p in grid.index]
             ax.set_yticks(range(len(grid.index)), phases, fontsize="small")
-            ax.set_title(f"{variant_label(variant, key[:-1])}\n{arch} · {order}", fontsize="small")
-    fig.suptitle(f"Sequential accuracy matrix R[phase, task] ({split}, mean over seeds)", fontsize="medium")
+    for metric, (cmap, norm) in scales.items():
+        better = "higher is better" if metric == "auc" else "lower is better"
+        scale = ", log scale" if isinstance(norm, LogNorm) else ""
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
+                     label=f"{metric} ({better}{scale})")
+    fig.suptitle(f"Sequential accuracy matrix R[phase, task]{': ' + common if common else ''}\n"
+                 f"({split} split, mean over seeds; one colour scale per metric)", fontsize="medium")
     return fig
+
+
+def _matrix_scale(metric: str, values: np.ndarray) -> tuple[str, Normalize]:
+    """The colour map and the normalisation shared by every panel's cells of ``metric``."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    # Log colours for errors spanning decades: an untrained task's error would otherwise flatten every other cell.
+    if metric != "auc" and low > 0 and high / low > 10:
+        return "viridis_r", LogNorm(low, high)
+    return ("viridis" if metric == "auc" else "viridis_r"), Normalize(low, high if high > low else low + 1e-9)
 
 
 def drift_vs_forgetting(retention: pd.DataFrame, *, variant_columns: Sequence[str] | None = None) -> Figure:
