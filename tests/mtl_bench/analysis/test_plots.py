@@ -151,11 +151,71 @@ def test_training_dynamics_lines_per_pair_and_group():
 
 def test_accuracy_matrix_one_heatmap_per_variant_order_and_arch():
     fig = plots.accuracy_matrix(_metrics())
-    assert len(fig.axes) == len(CORRELATIONS) * len(ORDERS) * len(ARCHS)
-    image = fig.axes[0].images[0].get_array()
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == len(CORRELATIONS) * len(ORDERS) * len(ARCHS)
+    image = heatmaps[0].images[0].get_array()
     assert image.shape == (2, len(TASKS))
     assert np.asarray(image).tolist() == [[1.0, 1.0], [2.0, 2.0]]
-    assert "correlation=1.0" in fig.axes[0].get_title()
+    assert "correlation=1.0" in heatmaps[0].get_title()
+
+
+def test_accuracy_matrix_shares_one_colour_scale_with_a_colour_bar():
+    metrics = _metrics()
+    # Panels with different ranges: shared_bottom's errors are ten times mmoe's.
+    metrics.loc[metrics["arch"] == "shared_bottom", "value"] *= 10
+    fig = plots.accuracy_matrix(metrics)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    limits = {(ax.images[0].norm.vmin, ax.images[0].norm.vmax) for ax in heatmaps}
+    sequential = metrics[metrics["regime"] == "sequential"]["value"]
+    assert limits == {(sequential.min(), sequential.max())}  # 1 and 20, for every panel
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "mse" in bars[0].get_ylabel() and "lower is better" in bars[0].get_ylabel()
+    assert _fits(fig)
+
+
+def _fits(fig) -> bool:
+    """Everything drawn (titles, tick labels, legends) lies within the saved canvas."""
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+    width, height = fig.get_size_inches()
+    return box.x0 >= -0.02 and box.y0 >= -0.02 and box.x1 <= width + 0.02 and box.y1 <= height + 0.02
+
+
+def test_negative_transfer_of_one_panel_is_wide_enough_for_its_title_and_says_the_suite_once():
+    summary = _summary()
+    one = summary[(summary["correlation"] == 1.0) & (summary["regime"] != "sequential")].drop(columns="correlation")
+    one = one.assign(suite="table", table="logs")[["suite", "table", *[c for c in one.columns if c != "suite"]]]
+    fig = plots.negative_transfer(one, variant_columns=["table"])
+    assert len(fig.axes) == 1
+    assert fig.get_size_inches()[0] * 100 >= 700  # was 400 px, its title cut on both sides
+    assert _fits(fig)
+    assert fig.axes[0].get_title() == "joint"  # one panel: nothing to tell apart
+    assert fig.get_suptitle().startswith("Transfer vs single-task: table=logs\n")  # not "table table=logs"
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ARCHS
+
+
+def test_every_figure_fits_its_canvas():
+    for fig in (plots.negative_transfer(_summary()), plots.training_dynamics(_probe(), arch="mmoe"),
+                plots.accuracy_matrix(_metrics()), plots.drift_vs_forgetting(_retention()), plots.gates(_probe()),
+                plots.conflict_vs_retention(_probe(), _retention())):
+        assert _fits(fig), fig.get_suptitle() or fig.axes[0].get_title()
+
+
+def test_training_dynamics_marks_few_points_and_explains_its_styles_outside_the_panels():
+    probe = _probe()
+    probe = probe[probe["step"].isin(STEPS[:2])]  # two probe steps: a line without markers would look like a trend
+    fig = plots.training_dynamics(probe, arch="mmoe")
+    curves = [l for ax in fig.axes for l in ax.get_lines() if l.get_label()[0] != "_"]
+    assert curves and all(l.get_marker() == "o" and len(l.get_xdata()) == 2 for l in curves)
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == "line style: task pair · colour: variant"
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "t1 → t2" in texts and "correlation=1.0" in texts and "correlation=0.0" in texts
+    one = plots.training_dynamics(probe[probe["correlation"] == 1.0], arch="mmoe")
+    assert one.legends[0].get_title().get_text() == "task pair (colour)"
+    assert "correlation=1.0" in one.get_suptitle()
 
 
 def test_drift_vs_forgetting_one_point_per_sequential_cell_and_spearman():
