@@ -186,7 +186,7 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
     held-out day. ``sample``: which evaluation rows (``"logged"`` or
     ``"uniform"``); default the unbiased ``uniform`` sample when there is one.
     """
-    fig = new_figure(4.2 * max(cohorts["arch"].nunique() if not cohorts.empty else 1, 1), 3.8)
+    fig = new_figure(max(7.0, 4.2 * (cohorts["arch"].nunique() if not cohorts.empty else 1)), 4.4)
     rows = cohorts[cohorts["task"] == task] if not cohorts.empty else cohorts
     if not rows.empty and "sample" in rows:
         sample = sample or ("uniform" if (rows["sample"] == "uniform").any() else "logged")
@@ -198,19 +198,30 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
     axes = np.atleast_1d(fig.subplots(1, len(archs), sharey=True))
     held_cohorts = set(rows[rows["heldout"]]["cohort"])
     start = rows[rows["heldout"]]["day"].min() if held_cohorts else None
+    # The control of the cohort report (analysis.cohorts): the lowest-numbered cohort that keeps training.
+    others = sorted((c for c in set(rows["cohort"]) if c not in held_cohorts), key=lambda c: (len(c), c))
+    control = others[0] if held_cohorts and others else None
+    cohorts_seen = sorted(set(rows["cohort"]), key=lambda c: (len(c), c))
+    colors = styles_of([c for c in cohorts_seen if c not in held_cohorts], COLORS[:3] + COLORS[4:])
     for ax, arch in zip(axes, archs):
         for cohort, g in rows[rows["arch"] == arch].groupby("cohort", sort=True):
             curve = g.groupby("day")["auc"].mean()
             held = cohort in held_cohorts
+            role = " (held out)" if held else " (control)" if cohort == control else ""
             ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, linewidth=2.5 if held else 1.0,
-                    color="tab:red" if held else None, label=f"cohort {cohort}" + (" (held out)" if held else ""))
+                    color="tab:red" if held else colors[cohort], label=f"cohort {cohort}{role}")
         if start is not None:
-            ax.axvline(start, color="gray", linestyle=":", linewidth=1)
+            ax.axvline(start, color="gray", linestyle=":", linewidth=1, label=f"first held-out day ({start})")
         ax.set_title(arch, fontsize="medium")
         ax.set_xlabel("day")
     axes[0].set_ylabel(f"{task} AUC (next day)")
-    axes[0].legend(fontsize="small")
-    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training"
-                 + (f" ({sample} sample)" if sample else ""))
+    # Below the panels, where it hides no curve.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize="small")
+    seeds = rows["seed"].nunique() if "seed" in rows else 1
+    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training\n"
+                 f"({task} AUC{', ' + sample + ' sample' if sample else ''}, mean over {seeds} "
+                 f"seed{'s' if seeds != 1 else ''}; each day evaluated after training through the day before)",
+                 fontsize="medium")
     return fig
 

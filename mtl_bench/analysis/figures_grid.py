@@ -440,30 +440,36 @@ def gates(probe: pd.DataFrame, *, regime: str = JOINT) -> Figure:
     if rows.empty:
         return empty_figure(fig, f"no gate rows in the {regime} probe (no gated architecture?)")
     archs = list(dict.fromkeys(rows["arch"]))
-    fig.set_size_inches(4.5 * len(archs), 6.5)
+    fig.set_size_inches(max(7.0, 5.2 * len(archs)), 6.5)
     axes = fig.subplots(2, len(archs), squeeze=False)
+    all_weights = rows[rows["measure"] == "gate_weight"]
+    # One colour scale for every architecture's gate weights.
+    top = float(all_weights.groupby(["arch", "task_i", "task_j"])["value"].mean().max()) if len(all_weights) else 1.0
     for c, arch in enumerate(archs):
-        weights = rows[(rows["arch"] == arch) & (rows["measure"] == "gate_weight")]
+        weights = all_weights[all_weights["arch"] == arch]
         grid = weights.pivot_table(index="task_i", columns="task_j", values="value", aggfunc="mean", sort=False)
         grid = grid.reindex(columns=sorted(grid.columns, key=_expert_index))
         ax: Axes = axes[0][c]
-        image = ax.imshow(grid.to_numpy(float), cmap="magma", aspect="auto", vmin=0)
+        image = ax.imshow(grid.to_numpy(float), cmap="magma", aspect="auto", vmin=0, vmax=top)
         ax.set_xticks(range(grid.shape[1]), [str(e).replace("expert", "") for e in grid.columns], fontsize="small")
-        ax.set_yticks(range(grid.shape[0]), list(grid.index))
+        ax.set_yticks(range(grid.shape[0]), list(grid.index), fontsize="small")
         ax.set_xlabel("expert")
-        ax.set_title(f"{arch}: mean gate weight", fontsize="small")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        blank = " (blank: not in that gate)" if grid.isna().to_numpy().any() else ""
+        ax.set_title(f"{arch}: mean gate weight{blank}", fontsize="small")
         ax = axes[1][c]
         entropy = rows[(rows["arch"] == arch) & (rows["measure"] == "gate_entropy")]
         for task, curve in entropy.groupby("task_i", sort=False):
             mean = curve.groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.to_numpy(), label=str(task))
-        if grid.shape[1]:
-            ax.axhline(np.log(grid.shape[1]), color="0.6", ls="--", lw=0.8, label=f"uniform over {grid.shape[1]}")
+            ax.plot(mean.index, mean.to_numpy(), marker="o" if len(mean) <= 12 else None, markersize=3,
+                    label=str(task))
+        # A gate's entropy is at most ln(its number of experts): one reference line per gate size.
+        for k, ls in zip(sorted(set(grid.notna().sum(axis=1))), ("--", ":", "-.")):
+            ax.axhline(np.log(k), color="0.5", ls=ls, lw=0.9, label=f"uniform over {k} experts")
         ax.set_xlabel("training step")
         ax.set_ylabel("gate entropy (nats)")
         ax.set_title(f"{arch}: gate entropy", fontsize="small")
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
+    fig.colorbar(image, ax=axes[0, :], shrink=0.9, label="mean gate weight (one scale)")
     fig.suptitle(f"Gate health ({regime} training)", fontsize="medium")
     return fig
 
