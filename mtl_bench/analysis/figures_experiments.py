@@ -172,7 +172,10 @@ def verdict(entries: Sequence[dict] | pd.DataFrame, variant_columns: Sequence[st
         handles.append(right.plot([], [], " ", label=f"{int((~shown).sum())} task(s) without a conflict ratio: "
                                                      "not on the map")[0])
     # Below the panels, where it hides no point: the explanation of each colour and the special markers.
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize="small",
+    if not shown.any():
+        right.text(0.5, 0.5, "no task has a conflict ratio\n(probe off, or too few probe steps)", ha="center",
+                   va="center", transform=right.transAxes, color="0.35", bbox=box)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize="small",
                title="explanation (colour)", title_fontsize="small")
     fig.suptitle("Verdict per task (validation rows that never selected an epoch, 95% CIs over seeds)",
                  fontsize="medium")

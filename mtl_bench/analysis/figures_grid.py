@@ -17,10 +17,12 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter
 from scipy import stats
 
 from mtl_bench.analysis._style import (
     COLORS,
+    MARKERS,
     empty_figure,
     headline_of,
     last_phase,
@@ -262,7 +264,9 @@ def training_dynamics(
     by_variant = len(variants) > 1
     colors = styles_of(variants if by_variant else pairs, COLORS)
     styles = styles_of(pairs, ("-", "--", ":", "-.")) if by_variant else {p: "-" for p in pairs}
-    few = rows.groupby([*variant, "measure", "group", "task_i", "task_j"], dropna=False)["step"].nunique().max() <= 12
+    points = rows.groupby([*variant, "measure", "group", "task_i", "task_j"], dropna=False)["step"].nunique().max()
+    few = points <= 12
+    marks = styles_of(pairs, MARKERS) if few else {p: None for p in pairs}  # a lone point has no line style
     for r, row in enumerate(panels):
         for c, (measure, group) in enumerate(row):
             ax = fig.add_subplot(grid[r, c])
@@ -274,23 +278,28 @@ def training_dynamics(
                 arrow = "·" if measure == COSINE else "→"
                 name = names[variants.index(tuple(values))]
                 ax.plot(steps, curve.to_numpy(), color=colors[tuple(values) if by_variant else (ti, tj)],
-                        ls=styles[(ti, tj)], lw=1.2, marker="o" if few else None, markersize=3,
+                        ls=styles[(ti, tj)], lw=1.2, marker=marks[(ti, tj)], markersize=4,
                         label=f"{ti}{arrow}{tj}" + (f" {name}" if name else ""))
             ax.axhline(0, color="0.6", lw=0.8, zorder=0)
             ax.set_title(f"{measure} · {group}", fontsize="small")
             ax.set_xlabel("training step")
+            if points == 1:
+                ax.set_xticks(sorted(set(data["step"])))
             if c == 0:
                 ax.set_ylabel(measure)
     # Below the panels, where it hides no curve; cosine is symmetric (i · j), affinity directional (i → j).
-    handles = [Line2D([], [], color="0.3" if by_variant else colors[p], ls=styles[p], label=f"{p[0]} → {p[1]}")
-               for p in pairs]
+    handles = [Line2D([], [], color="0.3" if by_variant else colors[p], ls=styles[p], marker=marks[p],
+                      label=f"{p[0]} → {p[1]}") for p in pairs]
     if by_variant:
         handles += [Line2D([], [], color=colors[v], label=n) for v, n in zip(variants, names)]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="x-small",
-               title="line style: task pair · colour: variant" if by_variant else "task pair (colour)",
+               title=f"{'marker, line style' if few else 'line style'}: task pair · colour: variant" if by_variant
+               else "task pair (colour)",
                title_fontsize="x-small")
+    lone = "\n(one probe step per run: a lower --probe-every draws curves)" if points == 1 else ""
     fig.suptitle(f"Probe over {regime} training: {arch or 'all architectures'}{', ' + common if common else ''}\n"
-                 "(mean over seeds; cosine is symmetric in the pair, affinity i → j directional)", fontsize="medium")
+                 f"(mean over seeds; cosine is symmetric in the pair, affinity i → j directional){lone}",
+                 fontsize="medium")
     return fig
 
 
@@ -359,8 +368,11 @@ def accuracy_matrix(metrics: pd.DataFrame, *, split: str = SPLIT, variant_column
     for metric, (cmap, norm) in scales.items():
         better = "higher is better" if metric == "auc" else "lower is better"
         scale = ", log scale" if isinstance(norm, LogNorm) else ""
-        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
-                     label=f"{metric} ({better}{scale})")
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
+                           label=f"{metric} ({better}{scale})")
+        if scale:  # plain numbers, not powers of ten
+            bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            bar.ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
     fig.suptitle(f"Sequential accuracy matrix R[phase, task]{': ' + common if common else ''}\n"
                  f"({split} split, mean over seeds; one colour scale per metric)", fontsize="medium")
     return fig
@@ -371,7 +383,7 @@ def _matrix_scale(metric: str, values: np.ndarray) -> tuple[str, Normalize]:
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     # Log colours for errors spanning decades: an untrained task's error would otherwise flatten every other cell.
-    if metric != "auc" and low > 0 and high / low > 10:
+    if metric != "auc" and low > 0 and high / low > 100:
         return "viridis_r", LogNorm(low, high)
     return ("viridis" if metric == "auc" else "viridis_r"), Normalize(low, high if high > low else low + 1e-9)
 
