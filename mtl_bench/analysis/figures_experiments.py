@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from mtl_bench.analysis import verdict as verdict_lib
 from mtl_bench.analysis._style import COLORS, EXPLANATION_COLORS, empty_figure, new_figure, styles_of
@@ -228,3 +229,48 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
                  fontsize="medium")
     return fig
 
+
+
+POLICY_MEASURES = {"auc_click": "click AUC on the last day (higher is better)",
+                   "probe_forgetting_click": "forgetting: probe click AUC, first day − last day"}
+
+
+def policy_arms(summary: pd.DataFrame, measures: dict[str, str] | None = None) -> Figure:
+    """The policy experiment: one panel per measure, a bar per arm × architecture with its 95% CI over seeds.
+
+    Args:
+        summary: The experiment's summary frame, one row per ``arm`` × ``arch`` (``policy.summarize``): for each
+            measure a column ``<measure>`` and, when it has an interval, ``<measure>_ci_low`` / ``_ci_high``;
+            ``n_seeds`` when present goes into the title.
+        measures: Column → axis label; default :data:`POLICY_MEASURES`. Columns the frame lacks are left out.
+
+    Returns:
+        A figure with one axes per measure found.
+    """
+    measures = POLICY_MEASURES if measures is None else measures
+    shown = {m: label for m, label in measures.items() if not summary.empty and m in summary}
+    fig = new_figure(max(7.0, 4.5 * max(len(shown), 1)), 4.2)
+    if not shown:
+        return empty_figure(fig, f"no policy summary with {', '.join(measures)}")
+    arms = list(dict.fromkeys(summary["arm"]))
+    archs = list(dict.fromkeys(summary["arch"]))
+    colors = styles_of(archs, COLORS)
+    width = 0.8 / len(archs)
+    for ax, (measure, label) in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown.items()):
+        for a, arch in enumerate(archs):
+            rows = summary[summary["arch"] == arch].set_index("arm").reindex(arms)
+            mean = rows[measure].to_numpy(float)
+            low = rows[f"{measure}_ci_low"].to_numpy(float) if f"{measure}_ci_low" in rows else np.full(len(arms), np.nan)
+            high = rows[f"{measure}_ci_high"].to_numpy(float) if f"{measure}_ci_high" in rows else np.full(len(arms), np.nan)
+            err = np.nan_to_num(np.abs(np.vstack([mean - low, high - mean])))
+            ax.bar(np.arange(len(arms)) + (a - (len(archs) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=err,
+                   capsize=2, color=colors[arch], label=arch)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_ylabel(label, fontsize="small")
+        ax.set_title(measure, fontsize="small")
+    fig.legend(handles=[Patch(color=colors[a], label=a) for a in archs], loc="outside lower center",
+               ncols=len(archs), fontsize="small")
+    seeds = f", {int(summary['n_seeds'].min())} seeds" if "n_seeds" in summary else ""
+    fig.suptitle(f"Policy experiment: logged vs on-policy training (mean, 95% CI over seeds{seeds})", fontsize="medium")
+    return fig

@@ -399,3 +399,19 @@ def test_write_plots_writes_the_verdict_of_a_run_with_verdicts(tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     metrics[metrics["regime"] != "joint"].to_csv(run / "metrics.csv", index=False)
     assert isinstance(plots.figures([run])["verdict.png"], str)
+
+
+def test_policy_arms_draws_each_arm_and_arch_with_its_interval():
+    from mtl_bench.analysis.figures_experiments import policy_arms
+
+    summary = pd.DataFrame({"arm": ["logged", "logged", "on_policy", "on_policy"], "arch": ["mmoe", "ple"] * 2,
+                            "n_seeds": 3, "auc_click": [0.70, 0.72, 0.75, 0.74],
+                            "auc_click_ci_low": [0.68, 0.70, 0.73, 0.70], "auc_click_ci_high": [0.72, 0.74, 0.77, 0.78]})
+    fig = policy_arms(summary)
+    assert len(fig.axes) == 1  # the forgetting column is absent: no empty panel
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [0.70, 0.75, 0.72, 0.74]  # mmoe's arms, then ple's
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["logged", "on_policy"]
+    assert "last day" in ax.get_ylabel() and "3 seeds" in fig.get_suptitle()
+    assert _fits(fig)
+    assert isinstance(policy_arms(pd.DataFrame()), Figure)
