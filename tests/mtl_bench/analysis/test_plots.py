@@ -415,3 +415,19 @@ def test_policy_arms_draws_each_arm_and_arch_with_its_interval():
     assert "last day" in ax.get_ylabel() and "3 seeds" in fig.get_suptitle()
     assert _fits(fig)
     assert isinstance(policy_arms(pd.DataFrame()), Figure)
+
+
+def test_gates_mark_the_uniform_entropy_of_each_gate_size_and_share_one_scale():
+    probe = _probe()
+    gated = probe[(probe["measure"] == "gate_weight") & (probe["task_i"] == "t1")]
+    # A PLE-like gate: task t1 chooses among experts 0-1 only (weights 0.5), t2 among all four.
+    probe = probe[~probe.index.isin(gated[gated["task_j"].isin(["expert2", "expert3"])].index)]
+    probe.loc[probe.index.isin(gated.index), "value"] = 0.5
+    fig = plots.gates(probe)
+    entropy = next(ax for ax in fig.axes if "entropy" in ax.get_title())
+    references = sorted(float(l.get_ydata()[0]) for l in entropy.get_lines() if l.get_label().startswith("uniform"))
+    assert references == pytest.approx([np.log(2), np.log(EXPERTS)])
+    heat = next(ax for ax in fig.axes if ax.images)
+    assert "blank: not in that gate" in heat.get_title()
+    assert heat.images[0].norm.vmax == pytest.approx(0.5)
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1
