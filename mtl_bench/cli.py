@@ -390,11 +390,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         print("Cohort forgetting (held-out cohort vs control):")
         print(half_life_lines(result.cohorts) + "\n")
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        print("Per task (validation split; transfer < 0 = negative transfer)")
-        print(tasks.to_string(index=False))
-        print("\nContrast: Spearman correlation of per-seed transfer with each measure (bootstrap 95% CI)")
-        print(result.table.to_string(index=False))
+    if not tasks.empty:  # a cohort run without the joint regime has no per-task transfer to contrast
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
+            print("Per task (validation split; transfer < 0 = negative transfer)")
+            print(tasks.to_string(index=False))
+            print("\nContrast: Spearman correlation of per-seed transfer with each measure (bootstrap 95% CI)")
+            print(result.table.to_string(index=False))
     for warning in run_warnings(runs):
         print(f"\nwarning: {warning}")
     print(f"\n{result.verdict}")

@@ -44,11 +44,44 @@ def variant_keys(frame: pd.DataFrame, variant_columns: Sequence[str] | None) -> 
 
 
 def variant_label(keys: Sequence[str], values: Sequence) -> str:
-    """``"<suite> k=v ..."`` for the values of :func:`variant_keys`."""
+    """``"<suite> k=v ..."`` for the values of :func:`variant_keys`.
+
+    The suite's name is left out when a variant column repeats it (the table suite's ``table=logs``).
+    """
     suite, *rest = values
     # A run's directory name (e.g. a sparse-dense point, ``embedding_dim=16``) labels itself.
-    parts = [str(suite)] + [str(v) if k == RUN_COLUMN else f"{k}={v}" for k, v in zip(keys[1:], rest) if not pd.isna(v)]
-    return " ".join(parts)
+    parts = [str(v) if k == RUN_COLUMN else f"{k}={v}" for k, v in zip(keys[1:], rest) if not pd.isna(v)]
+    named = keys[0] != "suite" or any(k == str(suite) for k in keys[1:])
+    return " ".join(parts if named else [str(suite), *parts])
+
+
+def panel_labels(keys: Sequence[str], panels: Sequence[Sequence]) -> tuple[list[str], str]:
+    """Each panel's label from what tells it apart, and the label of what all panels share.
+
+    Args:
+        keys: The label's columns (e.g. :func:`variant_keys`), ``suite`` first.
+        panels: One tuple of ``keys`` values per panel.
+
+    Returns:
+        ``(labels, common)``: per panel the :func:`variant_label` of the keys whose values differ between
+        panels (``""`` when none does), and that of the keys every panel shares (said once, e.g. in the title).
+    """
+    same = lambda i: len({"<NA>" if pd.isna(p[i]) else p[i] for p in panels}) <= 1  # noqa: E731
+    varying = [i for i in range(len(keys)) if not same(i)]
+    constant = [i for i in range(len(keys)) if same(i)]
+
+    def label(indices: list[int], values: Sequence) -> str:
+        if not indices:
+            return ""
+        ks = [keys[i] for i in indices]
+        vs = [values[i] for i in indices]
+        if ks[0] != "suite":  # variant_label reads its first key as the suite
+            return variant_label(["", *ks], ["", *vs]).strip()
+        return variant_label(ks, vs)
+
+    # The suite repeated by a variant column (``table table=logs``) is said once, by the column.
+    common = label(constant, panels[0]) if panels else ""
+    return [label(varying, p) for p in panels], common
 
 
 def scatter_by_arch_and_suite(ax: Axes, points: pd.DataFrame, x: str, y: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from mtl_bench.analysis import verdict as verdict_lib
 from mtl_bench.analysis._style import COLORS, EXPLANATION_COLORS, empty_figure, new_figure, styles_of
@@ -172,7 +173,10 @@ def verdict(entries: Sequence[dict] | pd.DataFrame, variant_columns: Sequence[st
         handles.append(right.plot([], [], " ", label=f"{int((~shown).sum())} task(s) without a conflict ratio: "
                                                      "not on the map")[0])
     # Below the panels, where it hides no point: the explanation of each colour and the special markers.
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize="small",
+    if not shown.any():
+        right.text(0.5, 0.5, "no task has a conflict ratio\n(probe off, or too few probe steps)", ha="center",
+                   va="center", transform=right.transAxes, color="0.35", bbox=box)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize="small",
                title="explanation (colour)", title_fontsize="small")
     fig.suptitle("Verdict per task (validation rows that never selected an epoch, 95% CIs over seeds)",
                  fontsize="medium")
@@ -186,7 +190,7 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
     held-out day. ``sample``: which evaluation rows (``"logged"`` or
     ``"uniform"``); default the unbiased ``uniform`` sample when there is one.
     """
-    fig = new_figure(4.2 * max(cohorts["arch"].nunique() if not cohorts.empty else 1, 1), 3.8)
+    fig = new_figure(max(7.0, 4.2 * (cohorts["arch"].nunique() if not cohorts.empty else 1)), 4.4)
     rows = cohorts[cohorts["task"] == task] if not cohorts.empty else cohorts
     if not rows.empty and "sample" in rows:
         sample = sample or ("uniform" if (rows["sample"] == "uniform").any() else "logged")
@@ -198,19 +202,75 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
     axes = np.atleast_1d(fig.subplots(1, len(archs), sharey=True))
     held_cohorts = set(rows[rows["heldout"]]["cohort"])
     start = rows[rows["heldout"]]["day"].min() if held_cohorts else None
+    # The control of the cohort report (analysis.cohorts): the lowest-numbered cohort that keeps training.
+    others = sorted((c for c in set(rows["cohort"]) if c not in held_cohorts), key=lambda c: (len(c), c))
+    control = others[0] if held_cohorts and others else None
+    cohorts_seen = sorted(set(rows["cohort"]), key=lambda c: (len(c), c))
+    colors = styles_of([c for c in cohorts_seen if c not in held_cohorts], COLORS[:3] + COLORS[4:])
     for ax, arch in zip(axes, archs):
         for cohort, g in rows[rows["arch"] == arch].groupby("cohort", sort=True):
             curve = g.groupby("day")["auc"].mean()
             held = cohort in held_cohorts
+            role = " (held out)" if held else " (control)" if cohort == control else ""
             ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, linewidth=2.5 if held else 1.0,
-                    color="tab:red" if held else None, label=f"cohort {cohort}" + (" (held out)" if held else ""))
+                    color="tab:red" if held else colors[cohort], label=f"cohort {cohort}{role}")
         if start is not None:
-            ax.axvline(start, color="gray", linestyle=":", linewidth=1)
+            ax.axvline(start, color="gray", linestyle=":", linewidth=1, label=f"first held-out day ({start})")
         ax.set_title(arch, fontsize="medium")
         ax.set_xlabel("day")
     axes[0].set_ylabel(f"{task} AUC (next day)")
-    axes[0].legend(fontsize="small")
-    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training"
-                 + (f" ({sample} sample)" if sample else ""))
+    # Below the panels, where it hides no curve.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize="small")
+    seeds = rows["seed"].nunique() if "seed" in rows else 1
+    fig.suptitle("Cohort forgetting: a cohort that stops training vs those that keep training\n"
+                 f"({task} AUC{', ' + sample + ' sample' if sample else ''}, mean over {seeds} "
+                 f"seed{'s' if seeds != 1 else ''}; each day evaluated after training through the day before)",
+                 fontsize="medium")
     return fig
 
+
+
+POLICY_MEASURES = {"auc_click": "click AUC on the last day (higher is better)",
+                   "probe_forgetting_click": "forgetting: probe click AUC, first day − last day"}
+
+
+def policy_arms(summary: pd.DataFrame, measures: dict[str, str] | None = None) -> Figure:
+    """The policy experiment: one panel per measure, a bar per arm × architecture with its 95% CI over seeds.
+
+    Args:
+        summary: The experiment's summary frame, one row per ``arm`` × ``arch`` (``policy.summarize``): for each
+            measure a column ``<measure>`` and, when it has an interval, ``<measure>_ci_low`` / ``_ci_high``;
+            ``n_seeds`` when present goes into the title.
+        measures: Column → axis label; default :data:`POLICY_MEASURES`. Columns the frame lacks are left out.
+
+    Returns:
+        A figure with one axes per measure found.
+    """
+    measures = POLICY_MEASURES if measures is None else measures
+    shown = {m: label for m, label in measures.items() if not summary.empty and m in summary}
+    fig = new_figure(max(7.0, 4.5 * max(len(shown), 1)), 4.2)
+    if not shown:
+        return empty_figure(fig, f"no policy summary with {', '.join(measures)}")
+    arms = list(dict.fromkeys(summary["arm"]))
+    archs = list(dict.fromkeys(summary["arch"]))
+    colors = styles_of(archs, COLORS)
+    width = 0.8 / len(archs)
+    for ax, (measure, label) in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown.items()):
+        for a, arch in enumerate(archs):
+            rows = summary[summary["arch"] == arch].set_index("arm").reindex(arms)
+            mean = rows[measure].to_numpy(float)
+            low = rows[f"{measure}_ci_low"].to_numpy(float) if f"{measure}_ci_low" in rows else np.full(len(arms), np.nan)
+            high = rows[f"{measure}_ci_high"].to_numpy(float) if f"{measure}_ci_high" in rows else np.full(len(arms), np.nan)
+            err = np.nan_to_num(np.abs(np.vstack([mean - low, high - mean])))
+            ax.bar(np.arange(len(arms)) + (a - (len(archs) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=err,
+                   capsize=2, color=colors[arch], label=arch)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_ylabel(label, fontsize="small")
+        ax.set_title(measure, fontsize="small")
+    fig.legend(handles=[Patch(color=colors[a], label=a) for a in archs], loc="outside lower center",
+               ncols=len(archs), fontsize="small")
+    seeds = f", {int(summary['n_seeds'].min())} seeds" if "n_seeds" in summary else ""
+    fig.suptitle(f"Policy experiment: logged vs on-policy training (mean, 95% CI over seeds{seeds})", fontsize="medium")
+    return fig

@@ -12,20 +12,25 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter, LogLocator
 from scipy import stats
 
 from mtl_bench.analysis._style import (
     COLORS,
+    MARKERS,
     empty_figure,
     headline_of,
     last_phase,
     new_figure,
+    panel_labels,
     scatter_by_arch_and_suite,
     styles_of,
     variant_keys,
-    variant_label,
 )
 from mtl_bench.analysis.summary import headline_metric
 from mtl_bench.measures.catalog import BY_NAME
@@ -178,7 +183,9 @@ def negative_transfer(summary: pd.DataFrame, *, split: str = SPLIT, variant_colu
     tasks = list(dict.fromkeys(s["task"]))
     archs = list(dict.fromkeys(s["arch"]))
     colors = styles_of(archs, COLORS)
-    fig.set_size_inches(max(4.0, 1.2 + 0.45 * len(tasks) * len(archs)) * len(cols), 2.8 * len(rows))
+    labels, common = panel_labels(variant, cols)
+    # Wide enough for the two-line title however few the bars.
+    fig.set_size_inches(max(7.0, max(3.0, 1.2 + 0.45 * len(tasks) * len(archs)) * len(cols)), 0.9 + 2.6 * len(rows))
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row")
     width = 0.8 / len(archs)
     for r, (regime, order) in enumerate(rows):
@@ -194,16 +201,19 @@ def negative_transfer(summary: pd.DataFrame, *, split: str = SPLIT, variant_colu
                 pos = np.array([tasks.index(t) for t in bars.index]) + (a - (len(archs) - 1) / 2) * width
                 err = np.abs(np.vstack([bars["transfer"] - bars["transfer_ci_low"], bars["transfer_ci_high"] - bars["transfer"]]))
                 ax.bar(pos, bars["transfer"], width, yerr=np.nan_to_num(err), capsize=2, color=colors[arch],
-                       label=arch if r == 0 and c == 0 else None)
+                       label=arch)
+            if panel.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="0.4")
             ax.axhline(0, color="black", lw=0.8)
-            ax.set_xticks(range(len(tasks)), tasks)
+            ax.set_xticks(range(len(tasks)), tasks, rotation=30 if sum(map(len, tasks)) > 40 else 0)
             where = regime if order in (NO_ORDER, "") or pd.isna(order) else f"{regime} {order}"
-            ax.set_title(f"{variant_label(variant, values)}\n{where}", fontsize="small")
+            ax.set_title(f"{labels[c]}\n{where}" if labels[c] else where, fontsize="small")
             if c == 0:
                 ax.set_ylabel("transfer vs single-task\n(single-task = 0)")
-    fig.legend(loc="outside lower center", ncols=len(archs), fontsize="small")
-    fig.suptitle(f"Transfer vs single-task ({split}, headline metric, 95% CI over seeds; < 0 = negative transfer)",
-                 fontsize="medium")
+    handles = [Patch(color=colors[a], label=a) for a in archs]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(archs), fontsize="small")
+    fig.suptitle(f"Transfer vs single-task{': ' + common if common else ''}\n"
+                 f"({split} split, headline metric, 95% CI over seeds; < 0 = negative transfer)", fontsize="medium")
     return fig
 
 
@@ -245,12 +255,18 @@ def training_dynamics(
     panels = [[(m, g) for g in dict.fromkeys(rows[rows["measure"] == m]["group"])] for m in measures]
     panels = [p for p in panels if p]
     ncols = max(len(p) for p in panels)
-    fig.set_size_inches(3.6 * ncols, 3.0 * len(panels))
+    fig.set_size_inches(max(6.5, 3.6 * ncols), 1.6 + 3.0 * len(panels))
     grid = fig.add_gridspec(len(panels), ncols)
     variants = list(dict.fromkeys(rows[variant].itertuples(index=False, name=None)))
-    colors = styles_of(variants, COLORS)
     pairs = list(dict.fromkeys(zip(rows["task_i"], rows["task_j"])))
-    styles = styles_of(pairs, ("-", "--", ":", "-."))
+    names, common = panel_labels(variant, variants)
+    # One variant: colour tells the task pairs apart; several: colour is the variant, line style the pair.
+    by_variant = len(variants) > 1
+    colors = styles_of(variants if by_variant else pairs, COLORS)
+    styles = styles_of(pairs, ("-", "--", ":", "-.")) if by_variant else {p: "-" for p in pairs}
+    points = rows.groupby([*variant, "measure", "group", "task_i", "task_j"], dropna=False)["step"].nunique().max()
+    few = points <= 12
+    marks = styles_of(pairs, MARKERS) if few else {p: None for p in pairs}  # a lone point has no line style
     for r, row in enumerate(panels):
         for c, (measure, group) in enumerate(row):
             ax = fig.add_subplot(grid[r, c])
@@ -260,16 +276,30 @@ def training_dynamics(
                 *values, ti, tj = key
                 steps = curve.index.get_level_values("step")
                 arrow = "·" if measure == COSINE else "→"
-                ax.plot(steps, curve.to_numpy(), color=colors[tuple(values)], ls=styles[(ti, tj)], lw=1.2,
-                        label=f"{ti}{arrow}{tj} {variant_label(variant, values)}")
+                name = names[variants.index(tuple(values))]
+                ax.plot(steps, curve.to_numpy(), color=colors[tuple(values) if by_variant else (ti, tj)],
+                        ls=styles[(ti, tj)], lw=1.2, marker=marks[(ti, tj)], markersize=4,
+                        label=f"{ti}{arrow}{tj}" + (f" {name}" if name else ""))
             ax.axhline(0, color="0.6", lw=0.8, zorder=0)
             ax.set_title(f"{measure} · {group}", fontsize="small")
             ax.set_xlabel("training step")
+            if points == 1:
+                ax.set_xticks(sorted(set(data["step"])))
             if c == 0:
                 ax.set_ylabel(measure)
-            if r == 0 and c == 0:
-                ax.legend(fontsize="x-small")
-    fig.suptitle(f"Probe over {regime} training ({arch or 'all architectures'}; mean over seeds)", fontsize="medium")
+    # Below the panels, where it hides no curve; cosine is symmetric (i · j), affinity directional (i → j).
+    handles = [Line2D([], [], color="0.3" if by_variant else colors[p], ls=styles[p], marker=marks[p],
+                      label=f"{p[0]} → {p[1]}") for p in pairs]
+    if by_variant:
+        handles += [Line2D([], [], color=colors[v], label=n) for v, n in zip(variants, names)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="x-small",
+               title=f"{'marker, line style' if few else 'line style'}: task pair · colour: variant" if by_variant
+               else "task pair (colour)",
+               title_fontsize="x-small")
+    lone = "\n(one probe step per run: a lower --probe-every draws curves)" if points == 1 else ""
+    fig.suptitle(f"Probe over {regime} training: {arch or 'all architectures'}{', ' + common if common else ''}\n"
+                 f"(mean over seeds; cosine is symmetric in the pair, affinity i → j directional){lone}",
+                 fontsize="medium")
     return fig
 
 
@@ -298,7 +328,12 @@ def accuracy_matrix(metrics: pd.DataFrame, *, split: str = SPLIT, variant_column
     cells = m.groupby([*variant, "order", "arch", "phase", "task"], dropna=False, sort=False)["value"].mean().reset_index()
     rows = list(dict.fromkeys(cells[[*variant, "order"]].itertuples(index=False, name=None)))
     archs = list(dict.fromkeys(cells["arch"]))
-    fig.set_size_inches(3.2 * len(archs), 2.6 * len(rows))
+    labels, common = panel_labels(variant, [key[:-1] for key in rows])
+    metric_of = cells["task"].map(headline)
+    # One colour scale per metric over every panel, so equal colours mean equal values across panels.
+    scales = {metric: _matrix_scale(metric, cells.loc[metric_of == metric, "value"].to_numpy(float))
+              for metric in dict.fromkeys(metric_of)}
+    fig.set_size_inches(max(6.0, 3.2 * len(archs) + 1.2 * len(scales)), 1.0 + 2.6 * len(rows))
     axes = fig.subplots(len(rows), len(archs), squeeze=False)
     for r, key in enumerate(rows):
         for c, arch in enumerate(archs):
@@ -308,26 +343,49 @@ def accuracy_matrix(metrics: pd.DataFrame, *, split: str = SPLIT, variant_column
                 sel = sel[(sel[k] == v) | (sel[k].isna() & pd.isna(v))]
             order = str(key[-1])
             trained = order.split(ORDER_SEPARATOR)
+            ax.set_title(f"{labels[r]}\n{arch} · {order}" if labels[r] else f"{arch} · {order}", fontsize="small")
+            if sel.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="0.4")
+                ax.set_axis_off()
+                continue
             tasks = [t for t in trained if t in set(sel["task"])] or list(dict.fromkeys(sel["task"]))
             grid = sel.pivot_table(index="phase", columns="task", values="value", aggfunc="mean").reindex(columns=tasks)
             values = grid.to_numpy(float)
-            finite = values[np.isfinite(values)]
-            # Log colours: an untrained task's error would otherwise flatten every other cell to one colour.
-            norm = LogNorm() if finite.size and (finite > 0).all() and np.ptp(finite) > 0 else None
-            image = ax.imshow(values, cmap="viridis_r" if headline.get(tasks[0]) != "auc" else "viridis",
-                              norm=norm, aspect="auto")
-            for (i, j), value in np.ndenumerate(values):
-                if np.isfinite(value):
-                    shade = image.cmap(image.norm(value))
-                    dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
-                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="white" if dark else "black",
-                            fontsize="small")
+            for metric, (cmap, norm) in scales.items():
+                columns = np.array([headline.get(t) == metric for t in tasks])
+                if not columns.any():
+                    continue
+                image = ax.imshow(np.where(columns[None, :], values, np.nan), cmap=cmap, norm=norm, aspect="auto")
+                for (i, j), value in np.ndenumerate(values):
+                    if columns[j] and np.isfinite(value):
+                        shade = image.cmap(image.norm(value))
+                        dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
+                        ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="white" if dark else "black",
+                                fontsize="small")
             ax.set_xticks(range(len(tasks)), [f"{t}\n({headline.get(t, '')})" for t in tasks], fontsize="small")
             phases = [f"after {trained[p] if p < len(trained) else p}" for p in grid.index]
             ax.set_yticks(range(len(grid.index)), phases, fontsize="small")
-            ax.set_title(f"{variant_label(variant, key[:-1])}\n{arch} · {order}", fontsize="small")
-    fig.suptitle(f"Sequential accuracy matrix R[phase, task] ({split}, mean over seeds)", fontsize="medium")
+    for metric, (cmap, norm) in scales.items():
+        better = "higher is better" if metric == "auc" else "lower is better"
+        scale = ", log scale" if isinstance(norm, LogNorm) else ""
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
+                           label=f"{metric} ({better}{scale})")
+        if scale:  # plain numbers, not powers of ten
+            bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+            bar.ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
+    fig.suptitle(f"Sequential accuracy matrix R[phase, task]{': ' + common if common else ''}\n"
+                 f"({split} split, mean over seeds; one colour scale per metric)", fontsize="medium")
     return fig
+
+
+def _matrix_scale(metric: str, values: np.ndarray) -> tuple[str, Normalize]:
+    """The colour map and the normalisation shared by every panel's cells of ``metric``."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    # Log colours for errors spanning decades: an untrained task's error would otherwise flatten every other cell.
+    if metric != "auc" and low > 0 and high / low > 100:
+        return "viridis_r", LogNorm(low, high)
+    return ("viridis" if metric == "auc" else "viridis_r"), Normalize(low, high if high > low else low + 1e-9)
 
 
 def drift_vs_forgetting(retention: pd.DataFrame, *, variant_columns: Sequence[str] | None = None) -> Figure:
@@ -363,7 +421,13 @@ def drift_vs_forgetting(retention: pd.DataFrame, *, variant_columns: Sequence[st
     scatter_by_arch_and_suite(ax, points, "value_drift", "value_forgetting")
     x, y = points["value_drift"].to_numpy(float), points["value_forgetting"].to_numpy(float)
     rho = float(stats.spearmanr(x, y).statistic) if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
-    ax.set_xscale("symlog", linthresh=1e-3)
+    if len(x) and np.nanmin(x) > 0:  # ticks at 1, 2, 5 × 10^k in plain numbers: a decade or two has a few
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter(""))
+    else:
+        ax.set_xscale("symlog", linthresh=1e-3)
     spread = np.abs(y[np.isfinite(y)])
     if spread.size and spread.max() > 100 * max(np.median(spread), 1e-12):
         ax.set_yscale("symlog", linthresh=float(max(np.median(spread), 1e-6)))
@@ -394,30 +458,36 @@ def gates(probe: pd.DataFrame, *, regime: str = JOINT) -> Figure:
     if rows.empty:
         return empty_figure(fig, f"no gate rows in the {regime} probe (no gated architecture?)")
     archs = list(dict.fromkeys(rows["arch"]))
-    fig.set_size_inches(4.5 * len(archs), 6.5)
+    fig.set_size_inches(max(7.0, 5.2 * len(archs)), 6.5)
     axes = fig.subplots(2, len(archs), squeeze=False)
+    all_weights = rows[rows["measure"] == "gate_weight"]
+    # One colour scale for every architecture's gate weights.
+    top = float(all_weights.groupby(["arch", "task_i", "task_j"])["value"].mean().max()) if len(all_weights) else 1.0
     for c, arch in enumerate(archs):
-        weights = rows[(rows["arch"] == arch) & (rows["measure"] == "gate_weight")]
+        weights = all_weights[all_weights["arch"] == arch]
         grid = weights.pivot_table(index="task_i", columns="task_j", values="value", aggfunc="mean", sort=False)
         grid = grid.reindex(columns=sorted(grid.columns, key=_expert_index))
         ax: Axes = axes[0][c]
-        image = ax.imshow(grid.to_numpy(float), cmap="magma", aspect="auto", vmin=0)
+        image = ax.imshow(grid.to_numpy(float), cmap="magma", aspect="auto", vmin=0, vmax=top)
         ax.set_xticks(range(grid.shape[1]), [str(e).replace("expert", "") for e in grid.columns], fontsize="small")
-        ax.set_yticks(range(grid.shape[0]), list(grid.index))
+        ax.set_yticks(range(grid.shape[0]), list(grid.index), fontsize="small")
         ax.set_xlabel("expert")
-        ax.set_title(f"{arch}: mean gate weight", fontsize="small")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        blank = " (blank: not in that gate)" if grid.isna().to_numpy().any() else ""
+        ax.set_title(f"{arch}: mean gate weight{blank}", fontsize="small")
         ax = axes[1][c]
         entropy = rows[(rows["arch"] == arch) & (rows["measure"] == "gate_entropy")]
         for task, curve in entropy.groupby("task_i", sort=False):
             mean = curve.groupby("step")["value"].mean()
-            ax.plot(mean.index, mean.to_numpy(), label=str(task))
-        if grid.shape[1]:
-            ax.axhline(np.log(grid.shape[1]), color="0.6", ls="--", lw=0.8, label=f"uniform over {grid.shape[1]}")
+            ax.plot(mean.index, mean.to_numpy(), marker="o" if len(mean) <= 12 else None, markersize=3,
+                    label=str(task))
+        # A gate's entropy is at most ln(its number of experts): one reference line per gate size.
+        for k, ls in zip(sorted(set(grid.notna().sum(axis=1))), ("--", ":", "-.")):
+            ax.axhline(np.log(k), color="0.5", ls=ls, lw=0.9, label=f"uniform over {k} experts")
         ax.set_xlabel("training step")
         ax.set_ylabel("gate entropy (nats)")
         ax.set_title(f"{arch}: gate entropy", fontsize="small")
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves
+    fig.colorbar(image, ax=axes[0, :], shrink=0.9, label="mean gate weight (one scale)")
     fig.suptitle(f"Gate health ({regime} training)", fontsize="medium")
     return fig
 

@@ -144,7 +144,9 @@ def figures(
         else:
             out["training_dynamics.png"] = "no joint-regime probe rows"
         if has(probe, "measure", ["gate_weight"]):
-            out["gates.png"] = lambda: gates(probe)
+            # Joint training's gates when there are some, else those of the first regime that has gates.
+            gated = list(dict.fromkeys(probe[probe["measure"] == "gate_weight"]["regime"]))
+            out["gates.png"] = lambda: gates(probe, regime=JOINT if JOINT in gated else gated[0])
         else:
             out["gates.png"] = "no gated architecture (mmoe, omoe, ple) in the probe"
 

@@ -142,6 +142,10 @@ def format_table(summary: pd.DataFrame, variant_columns: Sequence[str], split: s
         column=[f"{t} {m}" if t != ALL else "Δm %" for t, m in zip(keep["task"], keep["metric"])],
     )
     index = [*variant_columns, "arch", "regime", "remedy", "order"]
-    table = keep.pivot_table(index=index, columns="column", values="cell", aggfunc="first", sort=False)
+    # A column with one value in every row is said once above the table, not repeated on each row.
+    constant = [c for c in index if keep[c].astype(str).nunique() == 1]
+    varying = [c for c in index if c not in constant] or ["arch"]
+    table = keep.pivot_table(index=varying, columns="column", values="cell", aggfunc="first", sort=False)
     table.columns.name = None
-    return table.to_string()
+    head = ", ".join(f"{c}={keep[c].iloc[0]}" for c in constant if c not in varying)
+    return (f"every row: {head}\n" if head else "") + table.to_string()

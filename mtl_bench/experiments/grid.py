@@ -38,6 +38,7 @@ import tensorflow as tf
 import tomli_w
 
 from mtl_bench import experiments, io
+from mtl_bench.analysis.cohorts import summary_text as cohort_summary
 from mtl_bench.analysis.summary import format_table, summarize
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells as cell_lib
@@ -489,6 +490,8 @@ def summary(run_dir: Path) -> str:
         table = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
         lines += ["\nTest split: headline metric mean±95% CI half-width (transfer vs single-task; < 0 = negative "
                   "transfer)", format_table(table, manifest["variant_columns"])]
+    cohorts = cohort_summary(run_dir, manifest["variant_columns"])
+    lines += [f"\n{cohorts}"] if cohorts else []
     lines += [f"note: {note}" for note in manifest["notes"]]
     if manifest["reason"]:
         lines.append(f"note: {manifest['reason']}")

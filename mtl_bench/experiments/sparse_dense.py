@@ -34,6 +34,7 @@ points, each a resumable run).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -236,6 +237,7 @@ def summarize(points: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
                 sample = "uniform" if (mine["sample"] == "uniform").any() else "logged"
                 mine = mine[mine["sample"] == sample].set_index("role")
                 row["sample"] = sample
+                row["n_seeds"] = int(mine["n_seeds"].min())
             for role in ("heldout", "control"):
                 ok = not mine.empty and role in mine.index
                 row[f"{role}_lift_change"] = float(mine.loc[role, "end_lift"] - mine.loc[role, "start_lift"]) if ok else np.nan
@@ -245,19 +247,45 @@ def summarize(points: pd.DataFrame, run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SEEDS_FOR_A_TREND = 3  # what describe() asks for when a sweep ran one seed
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho and its two-sided p; exact (every permutation) up to 8 points, where the t-approximation
+    calls a perfect rank order of 4 points p = 0 although 2 of the 24 orders reach it."""
+    rho = float(stats.spearmanr(x, y).statistic)
+    if len(x) > 8:
+        return rho, float(stats.spearmanr(x, y).pvalue)
+    ranks = stats.rankdata(y)
+    perms = [float(stats.spearmanr(x, ranks[list(order)]).statistic) for order in itertools.permutations(range(len(y)))]
+    return rho, float(np.mean(np.abs(perms) >= abs(rho) - 1e-12))
+
+
 def describe(table: pd.DataFrame) -> str:
-    """Markdown: the table and, per architecture, whether forgetting grows with the dense share."""
+    """Markdown: the table and, per architecture, whether forgetting grows with the dense share.
+
+    A trend is claimed only from replicated points (``n_seeds`` of at least 2) whose Spearman correlation
+    with the dense share has a two-sided p below 0.05; otherwise the text says why no trend can be claimed.
+    """
     lines = ["# Sparse isolation vs dense scaling", ""]
     for arch, group in table.groupby("arch", sort=False):
         ok = group[["dense_share", "forgetting"]].dropna()
-        if len(ok) >= 3 and np.ptp(ok["forgetting"]) > 0:
-            rho = stats.spearmanr(ok["dense_share"], ok["forgetting"]).statistic
-            trend = "grows" if rho > 0 else "shrinks"
-            lines.append(f"- {arch}: forgetting of the held-out cohort {trend} with the dense share "
-                         f"(Spearman {rho:+.2f} over {len(ok)} points; dense share "
-                         f"{ok['dense_share'].min():.2f}–{ok['dense_share'].max():.2f}).")
-        else:
+        seeds = int(group["n_seeds"].min()) if "n_seeds" in group and group["n_seeds"].notna().any() else 0
+        span = (f"dense share {ok['dense_share'].min():.2f}–{ok['dense_share'].max():.2f}" if len(ok) else "")
+        if len(ok) < 3 or np.ptp(ok["forgetting"]) == 0:
             lines.append(f"- {arch}: too few points with a forgetting value to correlate.")
+        elif seeds < 2:
+            lines.append(f"- {arch}: one seed: no trend can be claimed; run --seeds {SEEDS_FOR_A_TREND} "
+                         f"({len(ok)} points, {span}).")
+        else:
+            rho, p = _spearman(ok["dense_share"].to_numpy(float), ok["forgetting"].to_numpy(float))
+            said = f"Spearman {rho:+.2f}, p = {p:.2g}, over {len(ok)} points of {seeds} seeds each; {span}"
+            if p < 0.05:
+                trend = "grows" if rho > 0 else "shrinks"
+                lines.append(f"- {arch}: forgetting of the held-out cohort {trend} with the dense share ({said}).")
+            else:
+                lines.append(f"- {arch}: no trend can be claimed ({said}; with 4 points even a perfect rank "
+                             "order has p = 0.083: add points or seeds).")
     lines += ["", "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     fmt = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in table.itertuples(index=False)]

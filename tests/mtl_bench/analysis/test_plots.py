@@ -151,11 +151,71 @@ def test_training_dynamics_lines_per_pair_and_group():
 
 def test_accuracy_matrix_one_heatmap_per_variant_order_and_arch():
     fig = plots.accuracy_matrix(_metrics())
-    assert len(fig.axes) == len(CORRELATIONS) * len(ORDERS) * len(ARCHS)
-    image = fig.axes[0].images[0].get_array()
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == len(CORRELATIONS) * len(ORDERS) * len(ARCHS)
+    image = heatmaps[0].images[0].get_array()
     assert image.shape == (2, len(TASKS))
     assert np.asarray(image).tolist() == [[1.0, 1.0], [2.0, 2.0]]
-    assert "correlation=1.0" in fig.axes[0].get_title()
+    assert "correlation=1.0" in heatmaps[0].get_title()
+
+
+def test_accuracy_matrix_shares_one_colour_scale_with_a_colour_bar():
+    metrics = _metrics()
+    # Panels with different ranges: shared_bottom's errors are ten times mmoe's.
+    metrics.loc[metrics["arch"] == "shared_bottom", "value"] *= 10
+    fig = plots.accuracy_matrix(metrics)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    limits = {(ax.images[0].norm.vmin, ax.images[0].norm.vmax) for ax in heatmaps}
+    sequential = metrics[metrics["regime"] == "sequential"]["value"]
+    assert limits == {(sequential.min(), sequential.max())}  # 1 and 20, for every panel
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "mse" in bars[0].get_ylabel() and "lower is better" in bars[0].get_ylabel()
+    assert _fits(fig)
+
+
+def _fits(fig) -> bool:
+    """Everything drawn (titles, tick labels, legends) lies within the saved canvas."""
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+    width, height = fig.get_size_inches()
+    return box.x0 >= -0.02 and box.y0 >= -0.02 and box.x1 <= width + 0.02 and box.y1 <= height + 0.02
+
+
+def test_negative_transfer_of_one_panel_is_wide_enough_for_its_title_and_says_the_suite_once():
+    summary = _summary()
+    one = summary[(summary["correlation"] == 1.0) & (summary["regime"] != "sequential")].drop(columns="correlation")
+    one = one.assign(suite="table", table="logs")[["suite", "table", *[c for c in one.columns if c != "suite"]]]
+    fig = plots.negative_transfer(one, variant_columns=["table"])
+    assert len(fig.axes) == 1
+    assert fig.get_size_inches()[0] * 100 >= 700  # was 400 px, its title cut on both sides
+    assert _fits(fig)
+    assert fig.axes[0].get_title() == "joint"  # one panel: nothing to tell apart
+    assert fig.get_suptitle().startswith("Transfer vs single-task: table=logs\n")  # not "table table=logs"
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ARCHS
+
+
+def test_every_figure_fits_its_canvas():
+    for fig in (plots.negative_transfer(_summary()), plots.training_dynamics(_probe(), arch="mmoe"),
+                plots.accuracy_matrix(_metrics()), plots.drift_vs_forgetting(_retention()), plots.gates(_probe()),
+                plots.conflict_vs_retention(_probe(), _retention())):
+        assert _fits(fig), fig.get_suptitle() or fig.axes[0].get_title()
+
+
+def test_training_dynamics_marks_few_points_and_explains_its_styles_outside_the_panels():
+    probe = _probe()
+    probe = probe[probe["step"].isin(STEPS[:2])]  # two probe steps: a line without markers would look like a trend
+    fig = plots.training_dynamics(probe, arch="mmoe")
+    curves = [l for ax in fig.axes for l in ax.get_lines() if l.get_label()[0] != "_"]
+    assert curves and all(l.get_marker() not in (None, "None", "") and len(l.get_xdata()) == 2 for l in curves)
+    assert all(ax.get_legend() is None for ax in fig.axes)  # no legend over the data
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == "marker, line style: task pair · colour: variant"
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "t1 → t2" in texts and "correlation=1.0" in texts and "correlation=0.0" in texts
+    one = plots.training_dynamics(probe[probe["correlation"] == 1.0], arch="mmoe")
+    assert one.legends[0].get_title().get_text() == "task pair (colour)"
+    assert "correlation=1.0" in one.get_suptitle()
 
 
 def test_drift_vs_forgetting_one_point_per_sequential_cell_and_spearman():
@@ -339,3 +399,35 @@ def test_write_plots_writes_the_verdict_of_a_run_with_verdicts(tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     metrics[metrics["regime"] != "joint"].to_csv(run / "metrics.csv", index=False)
     assert isinstance(plots.figures([run])["verdict.png"], str)
+
+
+def test_policy_arms_draws_each_arm_and_arch_with_its_interval():
+    from mtl_bench.analysis.figures_experiments import policy_arms
+
+    summary = pd.DataFrame({"arm": ["logged", "logged", "on_policy", "on_policy"], "arch": ["mmoe", "ple"] * 2,
+                            "n_seeds": 3, "auc_click": [0.70, 0.72, 0.75, 0.74],
+                            "auc_click_ci_low": [0.68, 0.70, 0.73, 0.70], "auc_click_ci_high": [0.72, 0.74, 0.77, 0.78]})
+    fig = policy_arms(summary)
+    assert len(fig.axes) == 1  # the forgetting column is absent: no empty panel
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [0.70, 0.75, 0.72, 0.74]  # mmoe's arms, then ple's
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["logged", "on_policy"]
+    assert "last day" in ax.get_ylabel() and "3 seeds" in fig.get_suptitle()
+    assert _fits(fig)
+    assert isinstance(policy_arms(pd.DataFrame()), Figure)
+
+
+def test_gates_mark_the_uniform_entropy_of_each_gate_size_and_share_one_scale():
+    probe = _probe()
+    gated = probe[(probe["measure"] == "gate_weight") & (probe["task_i"] == "t1")]
+    # A PLE-like gate: task t1 chooses among experts 0-1 only (weights 0.5), t2 among all four.
+    probe = probe[~probe.index.isin(gated[gated["task_j"].isin(["expert2", "expert3"])].index)]
+    probe.loc[probe.index.isin(gated.index), "value"] = 0.5
+    fig = plots.gates(probe)
+    entropy = next(ax for ax in fig.axes if "entropy" in ax.get_title())
+    references = sorted(float(l.get_ydata()[0]) for l in entropy.get_lines() if l.get_label().startswith("uniform"))
+    assert references == pytest.approx([np.log(2), np.log(EXPERTS)])
+    heat = next(ax for ax in fig.axes if ax.images)
+    assert "blank: not in that gate" in heat.get_title()
+    assert heat.images[0].norm.vmax == pytest.approx(0.5)
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1
