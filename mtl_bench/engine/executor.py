@@ -33,7 +33,7 @@ import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TextIO
 
 MAX_POOL_BREAKS = 3
 TASKS_PER_WORKER = 25
@@ -57,6 +57,26 @@ def default_jobs() -> int:
     except (OSError, AttributeError):  # no load average (Windows): every core
         busy = 0
     return max(1, min(cores, cores - busy))
+
+
+class Progress:
+    """A progress bar over work items: redrawn in place on a terminal, one line per cell otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream, self.done = total, stream, 0
+        self.tty = bool(stream and stream.isatty())
+
+    def update(self, text: str) -> None:
+        if not self.stream:
+            return
+        self.done += 1
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {text}"
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        if self.tty and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 def _die_with_parent() -> None:

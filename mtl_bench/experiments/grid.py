@@ -258,26 +258,6 @@ def _check_arch_params(config: RunConfig, data: SuiteData) -> None:
             raise UserInputError(f"arch_params for {arch!r}: {err}") from None
 
 
-class _Progress:
-    """A progress bar over cells: redrawn in place on a terminal, one line per cell otherwise."""
-
-    def __init__(self, total: int, stream: TextIO | None) -> None:
-        self.total, self.stream, self.done = total, stream, 0
-        self.tty = bool(stream and stream.isatty())
-
-    def update(self, text: str) -> None:
-        if not self.stream:
-            return
-        self.done += 1
-        width = 24
-        filled = width * self.done // max(self.total, 1)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {text}"
-        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
-        if self.tty and self.done == self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def run(
     config: RunConfig,
     *,
@@ -353,7 +333,7 @@ def _execute(
     cells_dir.mkdir(exist_ok=True)
     for stale in cells_dir.glob(".*.tmp"):  # a worker stopped mid-write; its cell is not committed and runs again
         stale.unlink(missing_ok=True)
-    bar, manifest["planned_cells"] = _Progress(len(the_plan.cells), progress), len(the_plan.cells)
+    bar, manifest["planned_cells"] = executor.Progress(len(the_plan.cells), progress), len(the_plan.cells)
     pending = []
     for cell in the_plan.cells:
         if _committed(cells_dir, cell):
