@@ -147,6 +147,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         else:
             print(experiment.summary(run_dir))
             runs.extend(str(p) for p in experiment.runs(run_dir))
+            if args.plots and experiment.name == experiments.POLICY:
+                from mtl_bench.analysis.figures_experiments import policy_arms
+                from mtl_bench.analysis.plots import save
+
+                table = pd.read_csv(Path(run_dir) / "policy_summary.csv", keep_default_na=False, na_values=[""])
+                print(f"written: {save(policy_arms(table), Path(run_dir) / 'policy.png')}")
     if not runs:
         return 0
     tasks, result, out = write_report(runs)

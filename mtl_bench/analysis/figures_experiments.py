@@ -191,6 +191,8 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
     ``"uniform"``); default the unbiased ``uniform`` sample when there is one.
     """
     fig = new_figure(max(7.0, 4.2 * (cohorts["arch"].nunique() if not cohorts.empty else 1)), 4.4)
+    if not cohorts.empty and task not in set(cohorts["task"]):  # a suite without clicks: its first task
+        task = str(cohorts["task"].iloc[0])
     rows = cohorts[cohorts["task"] == task] if not cohorts.empty else cohorts
     if not rows.empty and "sample" in rows:
         sample = sample or ("uniform" if (rows["sample"] == "uniform").any() else "logged")
@@ -232,7 +234,7 @@ def cohort_curves(cohorts: pd.DataFrame, *, task: str = "click", sample: str | N
 
 
 POLICY_MEASURES = {"auc_click": "click AUC on the last day (higher is better)",
-                   "probe_forgetting_click": "forgetting: probe click AUC, first day − last day"}
+                   "forgetting_click": "forgetting: pre-trained probe click AUC − last day's"}
 
 
 def policy_arms(summary: pd.DataFrame, measures: dict[str, str] | None = None) -> Figure:
@@ -249,9 +251,14 @@ def policy_arms(summary: pd.DataFrame, measures: dict[str, str] | None = None) -
     """
     measures = POLICY_MEASURES if measures is None else measures
     shown = {m: label for m, label in measures.items() if not summary.empty and m in summary}
-    fig = new_figure(max(7.0, 4.5 * max(len(shown), 1)), 4.2)
+    fig = new_figure(max(7.0, 4.5 * max(len(shown), 1)), 4.8)
     if not shown:
         return empty_figure(fig, f"no policy summary with {', '.join(measures)}")
+    # An arm run at several KL weights or PPO epochs is one bar per setting.
+    summary = summary.assign(arm=[
+        f"{r.arm}" + (f" ×{int(r.epochs)}" if "epochs" in summary and r.arm == "ppo" and r.epochs == r.epochs else "")
+        + (f" kl={r.kl:g}" if "kl" in summary and r.kl == r.kl and r.kl > 0 else "")
+        for r in summary.itertuples(index=False)])
     arms = list(dict.fromkeys(summary["arm"]))
     archs = list(dict.fromkeys(summary["arch"]))
     colors = styles_of(archs, COLORS)
@@ -266,11 +273,12 @@ def policy_arms(summary: pd.DataFrame, measures: dict[str, str] | None = None) -
             ax.bar(np.arange(len(arms)) + (a - (len(archs) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=err,
                    capsize=2, color=colors[arch], label=arch)
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(arms)), arms)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize="small")
         ax.set_ylabel(label, fontsize="small")
         ax.set_title(measure, fontsize="small")
     fig.legend(handles=[Patch(color=colors[a], label=a) for a in archs], loc="outside lower center",
                ncols=len(archs), fontsize="small")
-    seeds = f", {int(summary['n_seeds'].min())} seeds" if "n_seeds" in summary else ""
-    fig.suptitle(f"Policy experiment: logged vs on-policy training (mean, 95% CI over seeds{seeds})", fontsize="medium")
+    n = int(summary["n_seeds"].min()) if "n_seeds" in summary else 0
+    seeds = f", {n} seed{'s' if n != 1 else ''}" if n else ""
+    fig.suptitle(f"Policy experiment: each arm's last day (mean, 95% CI over seeds{seeds})", fontsize="medium")
     return fig

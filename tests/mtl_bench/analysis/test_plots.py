@@ -431,3 +431,16 @@ def test_gates_mark_the_uniform_entropy_of_each_gate_size_and_share_one_scale():
     assert "blank: not in that gate" in heat.get_title()
     assert heat.images[0].norm.vmax == pytest.approx(0.5)
     assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1
+
+
+def test_policy_arms_labels_each_kl_and_ppo_epochs_setting():
+    """The policy summary has one row per arm × kl × epochs × arch: each setting is its own bar and label."""
+    from mtl_bench.analysis.figures_experiments import policy_arms
+
+    summary = pd.DataFrame({"arm": ["ppo", "ppo", "ppo", "grpo"], "kl": [0.0, 0.0, 0.2, 0.0], "epochs": [1, 4, 4, 1],
+                            "arch": "mmoe", "n_seeds": 1, "forgetting_click": [0.04, 0.07, 0.03, 0.06]})
+    fig = policy_arms(summary)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ppo ×1", "ppo ×4", "ppo ×4 kl=0.2", "grpo"]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [0.04, 0.07, 0.03, 0.06]
+    assert "1 seed)" in fig.get_suptitle()
