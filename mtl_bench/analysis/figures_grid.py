@@ -173,7 +173,7 @@ def negative_transfer(summary: pd.DataFrame, *, split: str = SPLIT, variant_colu
     variant = variant_keys(summary, variant_columns)
     s = summary[(summary["split"] == split) & (summary["regime"] != SINGLE) & (summary["task"] != ALL)]
     headline = {t: headline_metric(set(g["metric"])) for t, g in s.groupby("task")}
-    s = s[[m == headline[t] for t, m in zip(s["task"], s["metric"])]]
+    s = s[np.array([m == headline[t] for t, m in zip(s["task"], s["metric"])], dtype=bool)]
     s = s[s["transfer"].notna()]
     fig = new_figure(4, 3)
     if s.empty:

@@ -19,7 +19,7 @@ one row per (group, remedy, task):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,26 @@ def pareto_table(metrics: pd.DataFrame, variant_columns: Sequence[str]) -> pd.Da
                              "task": task, "metric": metric, "score_mean": mean,
                              "score_ci_low": low, "score_ci_high": high, "n": n, "front": remedy in front, "status": status})
     return pd.DataFrame(rows, columns=[*group, *COLUMNS])
+
+
+def markdown(table: pd.DataFrame, to_markdown: Callable[[pd.DataFrame], str]) -> list[str]:
+    """The report's section on the sweep: which methods land beyond the static-weight front; none without a sweep."""
+    if table.empty:
+        return []
+    methods = table[~table["sweep"]].drop_duplicates([c for c in table.columns if c not in COLUMNS] + ["remedy"])
+    counts = ", ".join(f"{status} {n}" for status, n in methods["status"].value_counts().items())
+    beyond = sorted(set(methods[methods["status"] == "beyond"]["remedy"]))
+    if beyond:
+        said = f"{len(beyond)} method(s) land beyond every static weighting: {', '.join(beyond)}."
+    elif (methods["status"] == "inside").all():
+        said = "No method lands beyond the static-weight front: a static weighting beats each of them."
+    else:
+        said = ("No method is shown to land beyond the static-weight front; the undecided ones need more seeds "
+                "(the intervals are seed-paired).")
+    return ["## Methods against the static-weight sweep (validation split)", "",
+            f"{said} Methods × variants: {counts} (`beyond`: better than every sweep point on some "
+            "task, seed-paired 95% interval; `inside`: some sweep point is better on every task; `undecided` "
+            "otherwise). `pareto.csv` holds every point.", "", to_markdown(table), ""]
 
 
 def pareto_figure(table: pd.DataFrame) -> Figure:

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from mtl_bench import io
 from mtl_bench.analysis import cohorts as cohort_report
 from mtl_bench.analysis import remedies as remedy_report
-from mtl_bench.analysis import report
+from mtl_bench.analysis import pareto, report
 from mtl_bench.analysis import verdict as verdict_lib
 from mtl_bench.analysis._style import COLORS, EXPLANATION_COLORS, MARKERS, RUN_COLUMN, variant_columns_of
 from mtl_bench.analysis.figures_experiments import cohort_curves, remedy_effects, verdict
@@ -167,6 +167,9 @@ def figures(
         out["remedies.png"] = "no remedy besides the baseline (run with --remedy)"
     else:
         out["remedies.png"] = lambda: remedy_effects(remedies)
+    sweep = pareto.pareto_table(all_cells[0], variant_columns)
+    out["pareto.png"] = ((lambda: pareto.pareto_figure(sweep)) if not sweep.empty else
+                         "no static-weight sweep (run with --remedy sweep-0,...,sweep-10 and the methods to place)")
     # The report has verdicts whenever it has joint-regime units (report.build_report).
     if verdicts is not None and len(verdicts) == 0:
         out["verdict.png"] = "the report has no verdicts"

@@ -102,7 +102,7 @@ def _per_cell(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFram
     transfer = pd.concat([per_seed_transfer(g, variant_columns) for _, g in metrics.groupby("run", sort=False)])
     headline = {t: headline_metric(set(g["metric"])) for t, g in transfer.groupby("task")}
     multi = transfer[(transfer["regime"] != "single") & (transfer["split"] == SPLIT) & transfer["single"].notna()]
-    multi = multi[[m == headline[t] for t, m in zip(multi["task"], multi["metric"])]]
+    multi = multi[np.array([m == headline[t] for t, m in zip(multi["task"], multi["metric"])], dtype=bool)]
     multi = multi.assign(rel=[relative_transfer(m, v, s) for m, v, s in zip(multi["metric"], multi["value"], multi["single"])])
     cells = multi.groupby([*keys, "remedy"], dropna=False)["rel"].mean().rename("delta_m").reset_index()
     for m in CHANGES:

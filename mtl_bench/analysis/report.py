@@ -34,6 +34,7 @@ from scipy import stats
 from mtl_bench.analysis import cohorts as cohort_report
 
 from mtl_bench import io
+from mtl_bench.analysis import pareto
 from mtl_bench.analysis import remedies as remedy_report
 from mtl_bench.analysis import verdict as verdict_lib
 from mtl_bench.measures.catalog import MEASURES, Measure
@@ -131,7 +132,7 @@ def unit_table(metrics: pd.DataFrame, probe: pd.DataFrame, retention: pd.DataFra
     transfer = pd.concat([per_seed_transfer(g, variant_columns) for _, g in metrics.groupby("run", sort=False)])
     headline = {t: headline_metric(set(g["metric"])) for t, g in transfer.groupby("task")}
     joint = transfer[(transfer["regime"] == "joint") & (transfer["split"] == SPLIT)]
-    joint = joint[[m == headline[t] for t, m in zip(joint["task"], joint["metric"])]]
+    joint = joint[np.array([m == headline[t] for t, m in zip(joint["task"], joint["metric"])], dtype=bool)]
     table = joint[unit + ["metric", "transfer"]].copy()
     # Percent of the single-task value (one term of Δm): comparable across metrics, tasks and variants.
     table["relative_transfer"] = 100.0 * joint["transfer"].to_numpy() / joint["single"].abs().to_numpy()
@@ -262,6 +263,7 @@ class Contrast:
     n_units: int
     remedies: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     remedy_verdict: str = ""
+    pareto: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     cohorts: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     verdicts: list = dataclasses.field(default_factory=list)
     variant_columns: list = dataclasses.field(default_factory=list)
@@ -382,6 +384,7 @@ def build_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         result = contrast(units)
     result.remedies = remedy_report.remedy_table(metrics, probe, retention, variant_columns)
     result.remedy_verdict = remedy_report.remedy_verdict(result.remedies)
+    result.pareto = pareto.pareto_table(metrics, variant_columns)
     result.cohorts = cohorts
     result.variant_columns = list(variant_columns)
     result.verdicts = verdict_lib.verdicts(units, variant_columns, result.remedies) if not units.empty else []
@@ -399,6 +402,8 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
         io.write_csv(out / "verdict.csv", verdict_lib.frame(result.verdicts, result.variant_columns))
     if not result.remedies.empty:
         io.write_csv(out / "remedies.csv", result.remedies)
+    if not result.pareto.empty:
+        io.write_csv(out / "pareto.csv", result.pareto)
     if not result.cohorts.empty:
         io.write_csv(out / "cohort_half_life.csv", result.cohorts)
     md = [
@@ -436,6 +441,7 @@ def write_report(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, Contrast
             result.remedy_verdict,
             "",
         ]
+    md += pareto.markdown(result.pareto, _markdown)
     if not result.cohorts.empty:
         md += [
             "## Cohort forgetting: a cohort that stops training (daily regime, validation days)",

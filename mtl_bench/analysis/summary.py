@@ -126,7 +126,7 @@ def format_table(summary: pd.DataFrame, variant_columns: Sequence[str], split: s
     """A readable table: each task's headline metric (mean ± CI half-width) and transfer, plus Δm."""
     s = summary[summary["split"] == split]
     headline = {t: headline_metric(set(g["metric"])) for t, g in s[s["task"] != ALL].groupby("task")}
-    keep = s[[m == headline.get(t, DELTA_M) for t, m in zip(s["task"], s["metric"])]]
+    keep = s[np.array([m == headline.get(t, DELTA_M) for t, m in zip(s["task"], s["metric"])], dtype=bool)]
     if keep.empty:
         return "(no results)"
 

@@ -190,3 +190,17 @@ def test_report_pools_runs_with_different_variant_columns(tmp_path, capsys):
     # Variant columns in the order the runs first name them: correlation, the sizes, then mechanism.
     assert heads == [f"- planted {sizes} mechanism=forgetting shared_bottom",
                      f"- synthetic correlation=0.5 {sizes} shared_bottom"], heads
+
+
+def test_runs_without_a_single_regime_report_without_crashing():
+    """A bug report: `report` on a joint-only run (e.g. a static-weight sweep) raised KeyError 'metric': filtering
+    an empty frame with an empty Python list selected no columns instead of no rows."""
+    from mtl_bench.analysis import remedies as remedy_report
+
+    rows = [dict(run="r", suite="s", arch="mmoe", regime="joint", remedy=r, order="-", seed=seed, phase=0, epoch=1,
+                 stage="final", task=t, split="validation", metric="mse", value=0.5 + seed)
+            for r in ("none", "pcgrad") for seed in (0, 1) for t in ("a", "b")]
+    metrics = pd.DataFrame(rows)
+    assert remedy_report.remedy_table(metrics, pd.DataFrame(), pd.DataFrame(), []).empty
+    units = report.unit_table(metrics, pd.DataFrame(), pd.DataFrame(), [])
+    assert units["transfer"].isna().all()  # no single-task value to compare with

@@ -81,3 +81,21 @@ def test_pareto_figure(tmp_path):
     fig.savefig(tmp_path / "pareto.png", dpi=100)
     assert (tmp_path / "pareto.png").stat().st_size > 0
     assert matplotlib.get_backend()  # the figure is drawn on its own Agg canvas
+
+
+def test_pareto_markdown_says_what_the_statuses_allow():
+    import pandas as pd
+
+    from mtl_bench.analysis import pareto
+
+    def table(statuses):
+        rows = [dict(suite="s", arch="mmoe", order="-", remedy=f"m{i}", family="conflict", sweep=False, task="a",
+                     metric="auc", score_mean=0.7, score_ci_low=0.6, score_ci_high=0.8, n=3, front=False, status=s)
+                for i, s in enumerate(statuses)]
+        return pd.DataFrame(rows)
+
+    text = lambda statuses: " ".join(pareto.markdown(table(statuses), lambda f: "TABLE"))  # noqa: E731
+    assert "1 method(s) land beyond every static weighting: m1." in text(["inside", "beyond"])
+    assert "a static weighting beats each of them" in text(["inside", "inside"])
+    assert "need more seeds" in text(["inside", "undecided"]) and "inside 1, undecided 1" in text(["inside", "undecided"])
+    assert pareto.markdown(table([]).iloc[0:0], str) == []
