@@ -385,8 +385,8 @@ def answer(entries: Sequence[dict[str, Any]], variant_columns: Sequence[str]) ->
                              f"{i['ci_low']:+.2f} to {i['ci_high']:+.2f}, against {i['baseline']}).")
     explained = {v["explanation"] for _, _, v in found}
     if explained & {"conflict", "both"}:
-        nexts.append(f"- Conflict is named: compare the conflict remedies, `--remedy {CONFLICT_REMEDIES}`, and "
-                     "read their rows in the remedy table.")
+        nexts.append(f"- Conflict is named: compare the conflict remedies, `--remedy {CONFLICT_REMEDIES}`, against "
+                     "the static-weight sweep (`sweep-0` ... `sweep-10`), and read the remedy and sweep sections.")
     if explained & {"forgetting", "both"}:
         nexts.append(f"- Forgetting is named: compare the forgetting remedies, `--remedy {FORGETTING_REMEDIES}` "
                      "(and `replay` in the sequential regime).")
