@@ -19,8 +19,8 @@ SINGLE_BASELINES = (SINGLE_ARCH, "same_arch")
 SELECTIONS = ("per_task", "sum", "last")  # mtl_bench.engine.training.SELECTIONS, without importing TensorFlow
 # The registries' names without importing Keras, so the command line refuses a bad name at once
 # (tests/mtl_bench/test_config.py checks them against mtl_bench.models.ARCHITECTURES and mtl_bench.tasks.SUITES).
-ARCH_NAMES = (SINGLE_ARCH, "shared_bottom", "mmoe", "omoe", "ple")
-SUITE_NAMES = ("synthetic", "census-income", "table", "recsim", "planted")
+ARCH_NAMES = (SINGLE_ARCH, "shared_bottom", "mmoe", "omoe", "ple", "esmm")
+SUITE_NAMES = ("synthetic", "census-income", "table", "recsim", "planted", "movielens")
 MAX_SEEDS = 1000  # more seeds than any interval needs; bounds the plan's memory before anything runs
 
 

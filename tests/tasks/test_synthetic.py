@@ -24,7 +24,7 @@ def _weights(data):
 
 
 def test_registry_signatures_are_keyword_only_with_defaults():
-    assert set(SUITES) == {"synthetic", "census-income", "table", "recsim", "planted"}
+    assert set(SUITES) == {"synthetic", "census-income", "table", "recsim", "planted", "movielens"}
     for name, factory in SUITES.items():
         params = inspect.signature(factory).parameters
         assert "seed" in params and params["seed"].default == 0, name
