@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -421,8 +420,7 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
 
 
 def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: TextIO | None) -> Path:
-    start = time.perf_counter()
-    try:
+    with rundir.recorded(out, manifest):
         tf.config.experimental.enable_op_determinism()
         frames, update_frames = [], []
         for arch, seed in plan(config):
@@ -437,10 +435,6 @@ def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: T
         table = policy_report.summarize(frame, pd.concat(update_frames, ignore_index=True))
         io.write_csv(out / "policy_summary.csv", table)
         io.write_text(out / "policy.md", policy_report.describe(table))
-    except BaseException as err:
-        rundir.stop(out, manifest, err)
-        raise
-    rundir.finish(out, manifest, start)
     return out
 
 

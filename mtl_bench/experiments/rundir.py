@@ -8,14 +8,17 @@ grid: notes, variant columns and per-cell status).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mtl_bench import io
+from mtl_bench.engine import executor
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.experiments import MANIFEST, get
@@ -106,6 +109,24 @@ def stop(run_dir: Path, manifest: dict[str, Any], err: BaseException) -> None:
     else:
         manifest["status"], manifest["reason"] = FAILED, f"{type(err).__name__}: {err}".splitlines()[0]
     io.write_json(run_dir / MANIFEST, manifest)
+
+
+@contextlib.contextmanager
+def recorded(run_dir: Path, manifest: dict[str, Any]) -> Iterator[None]:
+    """Holds the run directory's lock for the block and records in the manifest how the block ends.
+
+    ``complete`` when the block returns; ``interrupted`` on Ctrl-C or SIGTERM (which stops the block as
+    Ctrl-C does); ``failed`` with the reason on an error, which is raised again.
+    """
+    started = time.perf_counter()
+    with io.locked(run_dir), executor.stop_on_sigterm():
+        try:
+            yield
+        except BaseException as err:
+            with executor.uninterruptible():
+                stop(run_dir, manifest, err)
+            raise
+        finish(run_dir, manifest, started)
 
 
 def finish(run_dir: Path, manifest: dict[str, Any], started: float, status: str = COMPLETE, reason: str = "") -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -172,9 +171,8 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
 def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[str, Any],
              progress: TextIO | None, in_process: bool) -> Path:
     base = _base(config)
-    start = time.perf_counter()
     run_dirs = []
-    try:
+    with rundir.recorded(out, manifest):
         for dim, group in points.groupby("embedding_dim", sort=False):
             arch_params = {r.arch: {**config.arch_params.get(r.arch, {}), "embedding_dim": int(dim),
                                     WIDTH_PARAMETER[r.arch]: int(r.width)} for r in group.itertuples()}
@@ -190,10 +188,6 @@ def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[
         table = summarize(points, run_dirs)
         io.write_csv(out / "sparse_dense.csv", table)
         io.write_text(out / "sparse_dense.md", describe(table))
-    except BaseException as err:
-        rundir.stop(out, manifest, err)
-        raise
-    rundir.finish(out, manifest, start)
     return out
 
 
