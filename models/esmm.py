@@ -31,8 +31,10 @@ class ESMM(MultiTaskModel):
     Args:
         features: The feature spec.
         tasks: The tasks, one tower each; ``ctr_task`` and ``ctcvr_task`` binary.
-        ctr_task: The task the conditional one depends on (the click).
-        ctcvr_task: The conditional task, labelled on every impression (click and conversion).
+        ctr_task: The task the conditional one depends on (the click); default: the ``depends_on`` of
+            the task that declares one.
+        ctcvr_task: The conditional task, labelled on every impression (click and conversion); default:
+            the task that declares ``depends_on`` (recsim's ``conversion``; a table's ``depends_on`` key).
         tower_units: Hidden width of each tower, in ``[0, 4096]``.
         embedding_dim: Width of each categorical embedding.
         dropout: Dropout rate in the towers, in ``[0, 1)``.
@@ -44,8 +46,8 @@ class ESMM(MultiTaskModel):
         features: FeatureSpec,
         tasks: Sequence[Task],
         *,
-        ctr_task: str = "click",
-        ctcvr_task: str = "conversion",
+        ctr_task: str = "",
+        ctcvr_task: str = "",
         tower_units: int = 8,
         embedding_dim: int = 8,
         dropout: float = 0.0,
@@ -56,6 +58,14 @@ class ESMM(MultiTaskModel):
         )
         owner = type(self).__name__
         binary = [t.name for t in self.tasks if t.kind == "binary"]
+        declared = {t.name: t.depends_on for t in self.tasks if t.depends_on}
+        if not ctcvr_task and len(declared) == 1:
+            ctcvr_task = next(iter(declared))
+        if not ctr_task:
+            ctr_task = declared.get(ctcvr_task) or (next(iter(declared.values())) if len(declared) == 1 else "")
+        if not ctcvr_task or not ctr_task:
+            raise fail(owner, "ctcvr_task", "set (with ctr_task), or declared by exactly one task's depends_on "
+                       f"(e.g. conversion depends on click); declared: {declared}", ctcvr_task)
         for name, value in (("ctr_task", ctr_task), ("ctcvr_task", ctcvr_task)):
             if value not in binary:
                 raise fail(owner, name, f"the name of a binary task, one of {binary}", value)

@@ -64,6 +64,9 @@ class Task:
         metric: Headline metric, a key of :data:`METRIC_DIRECTIONS`; defaults
             from ``kind`` (AUC for binary, MSE for regression).
         weight: Weight of this task's loss in the joint objective.
+        depends_on: The task this one is conditional on, or ``""``: a conversion that can only follow a
+            click, labelled on every impression (1 only where the click is 1). Both binary. ESMM models
+            such a pair as ``P(conversion) = P(click) · P(conversion | click)``.
     """
 
     name: str
@@ -72,6 +75,7 @@ class Task:
     loss: str = ""
     metric: str = ""
     weight: float = 1.0
+    depends_on: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.replace("_", "").isalnum():
@@ -86,6 +90,12 @@ class Task:
         check_choice(owner, "loss", self.loss, sorted(LOSSES))
         check_choice(owner, "metric", self.metric, ("mse",) if self.kind == "regression" else sorted(METRIC_DIRECTIONS))
         check_number(owner, "weight", self.weight, 0.0)  # kept as given, so that to_dict round-trips
+        if self.depends_on:
+            if not isinstance(self.depends_on, str) or self.depends_on == self.name:
+                raise fail(owner, "depends_on", "the name of another task", self.depends_on)
+            if self.kind != "binary":
+                raise fail(owner, "depends_on", "empty for a regression task (only a binary task is conditional)",
+                           self.depends_on)
 
     @property
     def higher_is_better(self) -> bool:
@@ -218,6 +228,11 @@ class SuiteData:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"SuiteData {self.name!r}: task names must be unique and non-empty. Received: {names}")
+        binary = [t.name for t in self.tasks if t.kind == "binary"]
+        for t in self.tasks:
+            if t.depends_on and t.depends_on not in binary:
+                raise fail(f"Task {t.name!r}", "depends_on", f"the name of another binary task, one of {binary}",
+                           t.depends_on)
         for split_name in ("train", "validation", "test"):
             split: Split = getattr(self, split_name)
             if len(split) == 0:

@@ -77,7 +77,9 @@ NAME = "recsim"
 BEHAVIOURS = ("click", "conversion", "like")
 POLICIES = ("random", "popularity", "model")
 MODEL_CANDIDATES = 20
-TASKS: tuple[Task, ...] = tuple(Task(name=b, label=b, kind="binary") for b in BEHAVIOURS)
+TASKS: tuple[Task, ...] = tuple(
+    Task(name=b, label=b, kind="binary", depends_on="click" if b == "conversion" else "") for b in BEHAVIOURS
+)
 NUMERIC_COLUMNS: tuple[str, ...] = ("position", "hour_sin", "hour_cos", "log_popularity", "activity")
 # Categorical feature -> (column of the simulator's frames, parameter counting its values).
 CATEGORICAL_COLUMNS: dict[str, tuple[str, str]] = {

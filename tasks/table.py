@@ -84,7 +84,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "": ("data", "features", "tasks", "split", "time", "cohorts"),
     "data": ("path", "delimiter"),
     "features": ("numeric", "categorical", "max_vocabulary", "min_count"),
-    "task": ("label", "kind", "positive", "threshold", "weight"),
+    "task": ("label", "kind", "positive", "threshold", "weight", "depends_on"),
     "split": ("validation", "test", "seed", "column", "by"),
     "time": ("column", "unit"),
     "cohorts": ("column", "hash", "count"),
@@ -175,6 +175,11 @@ def load(
         task, label = _task(task_name, task_cfg, frame, file_name, where, feature_cols)
         tasks.append(task)
         labels[task_name] = label
+    for task in tasks:
+        if task.depends_on in labels and np.any((labels[task.name] == 1) & (labels[task.depends_on] == 0)):
+            bad = int(np.sum((labels[task.name] == 1) & (labels[task.depends_on] == 0)))
+            raise UserInputError(f"{where}: tasks.{task.name}.depends_on = {task.depends_on!r}, but {bad} row(s) "
+                                 f"have {task.name} = 1 where {task.depends_on} = 0")
 
     meta: dict[str, np.ndarray] = {}
     if "time" in config or split_cfg.get("by") == "time":
@@ -394,7 +399,7 @@ def _task(
                 "both classes are needed"
             )
     try:
-        task = Task(name=name, label=column, kind=kind, weight=float(weight))
+        task = Task(name=name, label=column, kind=kind, weight=float(weight), depends_on=cfg.get("depends_on", ""))
     except ValueError as err:
         raise UserInputError(f"{where}: {' '.join(str(err).split())}") from None
     return task, np.asarray(label, dtype=np.float32)

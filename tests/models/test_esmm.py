@@ -10,7 +10,8 @@ from mtl_bench.models import ARCHITECTURES, ESMM
 from mtl_bench.spec import Task
 from mtl_bench.tasks import recsim
 
-TASKS = (Task("click", "click", "binary"), Task("conversion", "conversion", "binary"), Task("dwell", "dwell", "regression"))
+TASKS = (Task("click", "click", "binary"), Task("conversion", "conversion", "binary", depends_on="click"),
+         Task("dwell", "dwell", "regression"))
 
 
 def _np(x):
@@ -77,3 +78,13 @@ def test_fit_on_recsim_click_and_conversion():
     # Trained on the entire space, pCTCVR is calibrated to the conversion rate of all impressions (0.106).
     rate = data.test.labels["conversion"].mean()
     assert abs(pred["conversion"].mean() - rate) < 0.2 * rate
+
+
+def test_the_pair_comes_from_depends_on_or_must_be_named(spec):
+    """The conditional task is the one that declares depends_on; without a declaration both names are needed."""
+    assert (ESMM(spec, TASKS).ctr_task, ESMM(spec, TASKS).ctcvr_task) == ("click", "conversion")
+    plain = (Task("view", "view", "binary"), Task("buy", "buy", "binary"))
+    with pytest.raises(ValueError, match=r"ESMM: ctcvr_task must be set .* declared: \{\}. Received: ctcvr_task=''"):
+        ESMM(spec, plain)
+    model = ESMM(spec, plain, ctr_task="view", ctcvr_task="buy")
+    assert (model.ctr_task, model.ctcvr_task) == ("view", "buy")

@@ -380,3 +380,25 @@ def test_config_toml_reproduces_a_table_run_from_another_directory(tmp_path, mon
     fresh = _cli_config(["run", "--config", str(first / "config.toml"), "--table", str(toml_path)])
     assert fresh.suite_params["sha256"] != expected
     assert not any("changed" in note for note in table.load(**fresh.suite_params).notes)
+
+
+def test_depends_on_declares_a_conditional_task_and_its_labels_must_nest(tmp_path):
+    """A conversion labelled on every impression is 1 only where the click is 1 (ESMM's entire space)."""
+    from mtl_bench.errors import UserInputError
+    from mtl_bench.tasks import table
+
+    rows = ["x,click,buy"] + [f"{i},{int(i % 2 == 0)},{int(i % 4 == 0)}" for i in range(200)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    toml = ('[data]\npath = "d.csv"\n[features]\nnumeric = ["x"]\n[tasks.click]\nlabel = "click"\nkind = "binary"\n'
+            '[tasks.buy]\nlabel = "buy"\nkind = "binary"\ndepends_on = "click"\n')
+    (tmp_path / "t.toml").write_text(toml)
+    data = table.load(table=str(tmp_path / "t.toml"))
+    assert [t.depends_on for t in data.tasks] == ["", "click"]
+    # i % 4 == 1 rows have click = 0: a conversion there breaks the nesting.
+    rows = ["x,click,buy"] + [f"{i},{int(i % 2 == 0)},{int(i % 4 in (0, 1))}" for i in range(200)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserInputError, match=r"depends_on = 'click', but 50 row\(s\) have buy = 1 where click = 0"):
+        table.load(table=str(tmp_path / "t.toml"))
+    (tmp_path / "t.toml").write_text(toml.replace('depends_on = "click"', 'depends_on = "nope"'))
+    with pytest.raises(UserInputError, match="depends_on must be the name of another binary task"):
+        table.load(table=str(tmp_path / "t.toml"))
