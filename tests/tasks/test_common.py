@@ -57,3 +57,12 @@ def test_assemble_fits_on_train_only():
     with pytest.raises(UserInputError, match="validation split is empty"):
         _common.assemble(name="t", variant={}, tasks=(Task("a", "a", "regression"),), labels={"a": values},
                          splits=(np.array([0, 1]), np.array([], dtype=int), np.array([3])), numeric={"v": values})
+
+
+def test_depends_on_names_another_binary_task():
+    assert Task("buy", "buy", "binary", depends_on="click").depends_on == "click"
+    with pytest.raises(UserInputError, match=r"Task 'buy': depends_on must be the name of another task. Received: depends_on='buy'"):
+        Task("buy", "buy", "binary", depends_on="buy")
+    with pytest.raises(UserInputError, match="empty for a regression task"):
+        Task("dwell", "dwell", "regression", depends_on="click")
+    assert Task.from_dict(Task("buy", "buy", "binary", depends_on="click").to_dict()).depends_on == "click"
