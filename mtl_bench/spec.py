@@ -228,11 +228,6 @@ class SuiteData:
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"SuiteData {self.name!r}: task names must be unique and non-empty. Received: {names}")
-        binary = [t.name for t in self.tasks if t.kind == "binary"]
-        for t in self.tasks:
-            if t.depends_on and t.depends_on not in binary:
-                raise fail(f"Task {t.name!r}", "depends_on", f"the name of another binary task, one of {binary}",
-                           t.depends_on)
         for split_name in ("train", "validation", "test"):
             split: Split = getattr(self, split_name)
             if len(split) == 0:

@@ -76,7 +76,7 @@ import pandas as pd
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import TASK_KINDS, SuiteData, Task
 from mtl_bench.tasks import _common, _timeline
-from mtl_bench.validation import check_choice, check_int, check_number
+from mtl_bench.validation import check_choice, check_int, check_number, fail
 
 NAME = "table"
 SPLITS = ("train", "validation", "test")
@@ -175,8 +175,12 @@ def load(
         task, label = _task(task_name, task_cfg, frame, file_name, where, feature_cols)
         tasks.append(task)
         labels[task_name] = label
+    binary = [t.name for t in tasks if t.kind == "binary"]
     for task in tasks:
-        if task.depends_on in labels and np.any((labels[task.name] == 1) & (labels[task.depends_on] == 0)):
+        if task.depends_on and task.depends_on not in binary:
+            raise fail(where, f"tasks.{task.name}.depends_on", f"the name of another binary task, one of {binary}",
+                       task.depends_on)
+        if task.depends_on and np.any((labels[task.name] == 1) & (labels[task.depends_on] == 0)):
             bad = int(np.sum((labels[task.name] == 1) & (labels[task.depends_on] == 0)))
             raise UserInputError(f"{where}: tasks.{task.name}.depends_on = {task.depends_on!r}, but {bad} row(s) "
                                  f"have {task.name} = 1 where {task.depends_on} = 0")
