@@ -172,5 +172,7 @@ def test_cohort_curves_one_panel_per_arch_and_a_line_per_cohort(cohort_run):
     assert [ax.get_title() for ax in panels] == list(dict.fromkeys(cohorts["arch"]))
     assert sorted(ax.get_title() for ax in panels) == ["mmoe", "shared_bottom"]
     labels = [line.get_label() for line in panels[0].get_lines() if not line.get_label().startswith("_")]
-    assert labels == ["cohort 0", "cohort 1 (held out)", "cohort 2", "cohort 3"]
+    # Cohort 0 keeps training (the control), cohort 1 is held out; a marker names the first held-out day.
+    assert labels[:4] == ["cohort 0 (control)", "cohort 1 (held out)", "cohort 2", "cohort 3"]
+    assert len(labels) == 5 and labels[4].startswith("first held-out day")
     assert callable(plots.figures([cohort_run])["cohort_forgetting.png"])
