@@ -92,7 +92,7 @@ def cached_suite(
     config: RunConfig, variant: Variant, seed: int, transform: Callable[[SuiteData], SuiteData] | None = None
 ) -> SuiteData:
     """:func:`load_suite`, keeping the last suite of this process in memory (then ``transform``-ed once)."""
-    key = (config.suite, variant, seed, config.max_train_rows, config.max_eval_rows, config.task_weights.__repr__(),
+    key = (config.suite, variant, seed, config.max_train_rows, config.max_eval_rows, repr(config.task_weights),
            transform)
     if key not in _SUITE_CACHE:
         _SUITE_CACHE.clear()

@@ -155,18 +155,24 @@ def test_resume_skips_finished_cells(tmp_path, monkeypatch):
     _check_run(run_dir, 3, regimes=("single", "joint"))
 
 
-def test_diverged_cell_is_recorded_and_grid_continues(tmp_path, monkeypatch):
-    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
+def _run_failing_mmoe(tmp_path, monkeypatch, error: Exception):
+    """A single + joint grid of shared_bottom and mmoe whose joint mmoe cell raises ``error``."""
     joint = REGIMES["joint"]
     original = joint.run
 
-    def diverge_for_mmoe(job):
+    def fail_for_mmoe(job):
         if job.arch == "mmoe":
-            raise TrainingDiverged("training loss of ['task1'] is not finite at epoch 1, step 3")
+            raise error
         return original(job)
 
-    monkeypatch.setattr(joint, "run", diverge_for_mmoe)
-    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    monkeypatch.setattr(joint, "run", fail_for_mmoe)
+    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
+    return _run(config, out=tmp_path / "run", progress=None)
+
+
+def test_diverged_cell_is_recorded_and_grid_continues(tmp_path, monkeypatch):
+    run_dir = _run_failing_mmoe(tmp_path, monkeypatch,
+                                TrainingDiverged("training loss of ['task1'] is not finite at epoch 1, step 3"))
     manifest = runner.io.read_json(run_dir / "manifest.json")
     failed = {k: v for k, v in manifest["cells"].items() if v["status"] == "failed"}
     assert len(failed) == 1 and "not finite" in next(iter(failed.values()))["reason"]
@@ -270,23 +276,13 @@ def test_unrelated_tasks_forget_more_than_identical_tasks(tmp_path):
 
 def test_a_cell_that_raises_fails_alone_and_the_grid_goes_on(tmp_path, monkeypatch):
     """A bug report: one failing cell (an unexpected exception) aborted the whole grid and marked the run failed."""
-    config = _small(archs=["shared_bottom", "mmoe"], regimes=["single", "joint"])
-    joint = REGIMES["joint"]
-    original = joint.run
-
-    def broken_for_mmoe(job):
-        if job.arch == "mmoe":
-            raise RuntimeError("something unexpected\nsecond line")
-        return original(job)
-
-    monkeypatch.setattr(joint, "run", broken_for_mmoe)
-    run_dir = _run(config, out=tmp_path / "run", progress=None)
+    run_dir = _run_failing_mmoe(tmp_path, monkeypatch, RuntimeError("something unexpected\nsecond line"))
     manifest = runner.io.read_json(run_dir / "manifest.json")
     failed = {k: v for k, v in manifest["cells"].items() if v["status"] == "failed"}
     assert list(failed.values())[0]["reason"] == "RuntimeError: something unexpected"
     assert "traceback" not in list(failed.values())[0]  # the manifest stays short...
     record = runner.io.read_json(run_dir / "cells" / f"{next(iter(failed))}.failed.json")
-    assert "Traceback" in record["traceback"] and "broken_for_mmoe" in record["traceback"]  # ...the record has it
+    assert "Traceback" in record["traceback"] and "fail_for_mmoe" in record["traceback"]  # ...the record has it
     assert manifest["status"] == "complete" and len(manifest["cells"]) == 3
     assert set(pd.read_csv(run_dir / "metrics.csv")["arch"]) == {"single_task", "shared_bottom"}
 
