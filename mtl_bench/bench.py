@@ -178,3 +178,40 @@ def main(*, arch: str = "mmoe", rows: int = 20000, batch_size: int = 256, epochs
     results.update(ratio=round(ratio, 4), probe_overhead=round(overhead, 4), probe_event_steps=round(cost, 3),
                    lookahead_overhead=round(lookahead_overhead, 4))
     return results
+
+
+def executors(*, workers: int = 2, seeds: int = 4) -> dict[str, float]:
+    """Times one small grid on the local pool and on a localhost Dask cluster of as many workers; prints the ratio.
+
+    The grid: synthetic suite (5,000 training rows), MMoE and PLE, single and joint regimes, ``seeds`` seeds,
+    3 epochs. Both runs write a temporary run directory; their ``summary.csv`` files are compared byte for byte.
+    The cluster's time includes starting its worker processes (and their TensorFlow), as a user's first run does.
+    """
+    import filecmp
+    import tempfile
+    from pathlib import Path
+
+    from mtl_bench.engine.cluster import DaskCluster, require
+    from mtl_bench.experiments import grid
+
+    distributed = require()
+    config = RunConfig(archs=["mmoe", "ple"], regimes=["single", "joint"], seeds=seeds, epochs=3, jobs=workers,
+                       suite_params={"correlation": 0.5, "train_rows": 5000, "validation_rows": 1000, "test_rows": 1000})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        local = grid.run(config, out=Path(tmp) / "local", progress=None)
+        local_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as cluster:
+            there = grid.run(config, out=Path(tmp) / "dask", progress=None,
+                             executor=DaskCluster(cluster.scheduler_address, warnings=None))
+        dask_seconds = time.perf_counter() - t0
+        same = filecmp.cmp(local / "summary.csv", there / "summary.csv", shallow=False)
+    cells = len(grid.plan(grid.resolve(config)).cells)
+    ratio = local_seconds / dask_seconds
+    print(f"executors: {cells} synthetic cells, {workers} local workers vs a localhost Dask cluster of {workers} workers")
+    print(f"  local pool {local_seconds:>7.1f} s   dask {dask_seconds:>7.1f} s   speed-up dask / local {ratio:.3f}")
+    print(f"  summary.csv byte-identical: {'yes' if same else 'NO'}")
+    return {"local_seconds": round(local_seconds, 2), "dask_seconds": round(dask_seconds, 2), "speedup": round(ratio, 4),
+            "identical": float(same)}

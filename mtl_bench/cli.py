@@ -83,6 +83,27 @@ def _resume_flags(args: argparse.Namespace) -> list[str]:
             if dest not in _RESUME_FLAGS and value != defaults.get(dest)]
 
 
+def _executor(args: argparse.Namespace):
+    """The executor the run flags name (None: the local pool of the configuration's ``jobs``)."""
+    if args.executor != "dask":
+        if args.scheduler:
+            raise UserInputError("--scheduler needs --executor dask. Received: --scheduler " + args.scheduler)
+        if getattr(args, "resume", None) and args.jobs is not None:
+            from mtl_bench.engine.executor import LocalPool
+
+            if args.jobs < 0:
+                raise UserInputError(f"--jobs must be an integer >= 0 (0 = one per core not busy). Received: --jobs {args.jobs}")
+
+            return LocalPool(args.jobs)
+        return None
+    if args.jobs:
+        raise UserInputError("--jobs sets local worker processes; with --executor dask the cluster's workers run the "
+                             f"cells (start them with dask worker --nworkers N). Received: --jobs {args.jobs}")
+    from mtl_bench.engine.cluster import DaskCluster  # no TensorFlow
+
+    return DaskCluster(args.scheduler, warnings=None if args.quiet else sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from mtl_bench import io
 
@@ -90,20 +111,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         experiment, ignored = experiments.of(args.resume), _resume_flags(args)
         if ignored:
-            raise UserInputError(f"--resume continues {args.resume} with its own config.toml; it takes only --jobs and "
-                                 f"--quiet. Received: {' '.join(ignored)} (start a new run with --config "
-                                 f"{Path(args.resume) / experiments.CONFIG} and those flags instead)")
-        if args.jobs is None:
-            run_dir = experiment.resume(args.resume, progress=progress)
-        elif not experiment.on_grid or args.jobs < 0:
-            raise UserInputError(f"--jobs with --resume must be >= 0, and only for a grid run. Received: --jobs {args.jobs} "
-                                 f"(a {experiment.name!r} run)")
-        else:
-            run_dir = experiment.implementation.resume(args.resume, progress=progress, jobs=args.jobs)
-    elif args.dry_run:
-        return _dry_run(_run_config(args))
+            raise UserInputError(f"--resume continues {args.resume} with its own config.toml; it takes only --jobs, "
+                                 f"--executor, --scheduler and --quiet. Received: {' '.join(ignored)} (start a new run "
+                                 f"with --config {Path(args.resume) / experiments.CONFIG} and those flags instead)")
+        run_dir = experiment.resume(args.resume, progress=progress, executor=_executor(args))
     else:
-        run_dir = experiments.run(_run_config(args), out=args.out, progress=progress)
+        where = _executor(args)  # its flags are checked on a dry run too
+        if args.dry_run:
+            return _dry_run(_run_config(args))
+        run_dir = experiments.run(_run_config(args), out=args.out, progress=progress, executor=where)
     text = "" if args.quiet else experiments.of(run_dir).summary(run_dir)
     if text:
         print(text)
@@ -124,6 +140,14 @@ def _dry_run(config) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.executors:
+        from mtl_bench.engine.cluster import require
+
+        require()  # the extra, before TensorFlow loads
+        from mtl_bench import bench
+
+        bench.executors()
+        return 0
     from mtl_bench import bench
 
     bench.main(arch=args.arch, rows=args.rows, batch_size=args.batch_size, epochs=args.epochs, repeats=args.repeats)
@@ -237,7 +261,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from mtl_bench.analysis.verdict import sentence
     from mtl_bench.experiments import calibrate
 
-    table = calibrate.calibrate(draws=args.draws, seeds=args.seeds, out=args.out, jobs=args.jobs,
+    table = calibrate.calibrate(draws=args.draws, seeds=args.seeds, out=args.out, jobs=args.jobs, executor=_executor(args),
                                 progress=None if args.quiet else sys.stderr)
     for draw in sorted(set(table["draw"])):
         print(f"\nDraw {draw} (seeds {calibrate.FIRST_SEED + draw * args.seeds}-"

@@ -50,7 +50,15 @@ _RUN_FLAGS = [("arch", "archs"), ("regime", "regimes"), ("remedy", "remedies"), 
               ("probe_every", "probe_every"), ("tensorboard", "tensorboard"), ("lookahead_steps", "lookahead_steps"),
               ("selection", "selection"), ("selection_share", "selection_share"), ("suite", "suite"),
               ("param", "suite_params"), ("task_weight", "task_weights")]
-_RESUME_FLAGS = ("resume", "quiet", "jobs", "command")  # what --resume may be given with
+_RESUME_FLAGS = ("resume", "quiet", "jobs", "executor", "scheduler", "command")  # what --resume may be given with
+
+
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["local", "dask"], default="local",
+                        help="where cells run: local worker processes (--jobs), or a running Dask cluster "
+                        "(--scheduler; needs pip install 'mtl-bench[dask]'); results do not depend on it")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="the Dask scheduler's address for --executor dask (default: $DASK_SCHEDULER_ADDRESS)")
 
 
 def _show_default(value: Any) -> str:  # noqa: D103
@@ -153,10 +161,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, metavar="N",
                      help="worker processes running cells in parallel; 0 = one per core not busy with other "
                      "processes (the cores minus the 1-minute load average, at least 1); results do not depend on it")
+    _add_executor_arguments(run)
     run.add_argument("--out", metavar="DIR", help="run directory (default: runs/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run with its own config.toml, skipping finished cells "
-                     "(only --jobs and --quiet may be given with it)")
+                     "(only --jobs, --executor, --scheduler and --quiet may be given with it)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate the configuration and print the number of cells; write nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
@@ -175,6 +184,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     bench.add_argument("--epochs", type=int, default=10, help="timed epochs per fit, as in a training phase (default: 10)")
     bench.add_argument("--repeats", type=int, default=3, help="alternating timed repeats (default: 3)")
+    bench.add_argument("--executors", action="store_true",
+                       help="instead: time a small grid (16 cells) on the local pool and on a localhost Dask cluster of "
+                       "two workers, and print the speed-up (needs pip install 'mtl-bench[dask]')")
     report = sub.add_parser(
         "report",
         help="weigh gradient conflict against forgetting as explanations of negative transfer",
@@ -200,6 +212,7 @@ def _build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--draws", type=int, default=3, metavar="N", help="independent draws (default 3)")
     calibrate.add_argument("--seeds", type=int, default=10, metavar="N", help="seeds per draw (default 10)")
     calibrate.add_argument("--jobs", type=int, default=0, metavar="N", help="worker processes (0 = one per core not busy)")
+    _add_executor_arguments(calibrate)
     calibrate.add_argument("--out", default="runs/calibration", metavar="DIR", help="output directory (default runs/calibration)")
     calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -1,6 +1,11 @@
-"""Runs independent work items in worker processes, so that stopping a run stops it.
+"""Where an experiment's independent work items run: :class:`LocalPool` (the default), :class:`InProcess`,
+or a Dask cluster (:class:`mtl_bench.engine.cluster.DaskCluster`), all behind one :class:`Executor` interface.
 
-The local executor of every experiment that runs cells:
+An item is a pure function of its arguments and returns its results to the driver (this process), which alone
+writes the run directory; so results do not depend on where, in how many processes, or after how many restarts
+items ran.
+
+The local pool (:func:`run`):
 
 * **Ctrl-C and SIGTERM** (what ``kill``, ``timeout`` and job schedulers send) stop the run within
   seconds: queued items are cancelled, running workers are terminated (their item's files are never
@@ -17,8 +22,6 @@ The local executor of every experiment that runs cells:
   cell) cannot grow without bound. Python 3.11's own ``max_tasks_per_child`` deadlocks when a worker
   exits (CPython gh-115634), hence the waves.
 
-Results do not depend on the number of workers or on restarts: an item is a pure function of its
-arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -33,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 MAX_POOL_BREAKS = 3
 TASKS_PER_WORKER = 25
@@ -41,6 +45,68 @@ TERMINATE_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1
 
 WORKER_DIED = "the worker process running it died (killed, or out of memory)"
+
+
+class Executor(Protocol):
+    """Runs ``fn(item)`` for every item and passes each result, in this process, to ``on_result``.
+
+    ``initializer`` runs once in each process before its first item (every executor that runs items in other
+    processes pins TensorFlow there with it); ``failed(item, reason)`` gives the result of an item whose worker
+    kept dying (None: raise). Ctrl-C and SIGTERM raise :class:`KeyboardInterrupt` after the executor has stopped
+    its items. An exception ``fn`` raises ends the run: ``fn`` should return its failures as results.
+    """
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Hashable],
+        on_result: Callable[[Any, Any], None],
+        *,
+        initializer: Callable[[], None] | None = None,
+        failed: Callable[[Any, str], Any] | None = None,
+    ) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPool:
+    """Worker processes on this machine (:func:`run`); ``jobs`` 0 = :func:`default_jobs`."""
+
+    jobs: int = 0
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Hashable],
+        on_result: Callable[[Any, Any], None],
+        *,
+        initializer: Callable[[], None] | None = None,
+        failed: Callable[[Any, str], Any] | None = None,
+    ) -> None:
+        run(fn, items, on_result, jobs=self.jobs or default_jobs(), initializer=initializer, failed=failed)
+
+
+@dataclasses.dataclass(frozen=True)
+class InProcess:
+    """This process, one item after another, with its own TensorFlow threads (for debugging; ``initializer`` is
+    not run, so numbers may differ from a pool's in the last digits)."""
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Hashable],
+        on_result: Callable[[Any, Any], None],
+        *,
+        initializer: Callable[[], None] | None = None,
+        failed: Callable[[Any, str], Any] | None = None,
+    ) -> None:
+        run_in_process(fn, items, on_result)
+
+
+def choose(given: Executor | None, *, jobs: int, in_process: bool = False) -> Executor:
+    """The executor of a run: ``given``, else :class:`InProcess` when ``in_process``, else a :class:`LocalPool`."""
+    if given is not None:
+        return given
+    return InProcess() if in_process else LocalPool(jobs)
 
 
 def default_jobs() -> int:
@@ -88,7 +154,8 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _worker_start(initializer: Callable[[], None] | None) -> None:
+def start_worker(initializer: Callable[[], None] | None) -> None:
+    """What a worker process does first: die with its parent, leave Ctrl-C to it, then run ``initializer``."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -176,7 +243,7 @@ def run(
         while pending:
             workers = max(1, min(jobs, len(pending)))
             pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_start, initargs=(initializer,)
+                workers, mp_context=context, initializer=start_worker, initargs=(initializer,)
             )
             broken: BrokenProcessPool | None = None
             try:

@@ -9,8 +9,11 @@ sweep, the policy experiment). Each implementing module has the same functions:
   :class:`~mtl_bench.errors.UserInputError` for a suite, regime or value it cannot run. Writes nothing.
 * ``plan(config)``: the validated work of a resolved configuration (the grid's :class:`~grid.Plan`, the
   sweep's points, the policy experiment's architecture × seed pairs). Writes nothing.
-* ``run(config, *, out, runs_root, progress, in_process) -> Path`` and
-  ``resume(run_dir, *, progress, in_process) -> Path``: the run directory.
+* ``run(config, *, out, runs_root, progress, in_process, executor) -> Path`` and
+  ``resume(run_dir, *, progress, in_process, executor) -> Path``: the run directory. ``executor`` (an
+  :class:`~mtl_bench.engine.executor.Executor`, default a local pool of ``config.jobs`` workers) runs the
+  experiment's independent work items: the grid's cells, the sweep's points' cells, the policy experiment's
+  architecture × seed pairs. Items return their results; only this process writes the run directory.
 * ``summary(run_dir) -> str``: the closing summary ``mtl-bench run`` prints (and ``report``, for an
   experiment that is not a grid run).
 * ``runs(run_dir) -> list[Path]``: the grid run directories in it that ``mtl-bench report`` analyses.
@@ -34,6 +37,7 @@ from mtl_bench.errors import UserInputError
 
 if TYPE_CHECKING:
     from mtl_bench.config import RunConfig
+    from mtl_bench.engine.executor import Executor
 
 GRID, COHORT, SPARSE_DENSE, POLICY = "grid", "cohort", "sparse-dense", "policy"
 LEGACY_GRID = ""  # the grid's name before the registry: config.toml files say it, and it stays the default
@@ -105,13 +109,16 @@ class Experiment:
         runs_root: str | Path = "runs",
         progress: TextIO | None = sys.stderr,
         in_process: bool = False,
+        executor: Executor | None = None,
     ) -> Path:
         """Runs ``config`` into a new run directory (see :func:`run`) and returns it."""
-        return self.implementation.run(config, out=out, runs_root=runs_root, progress=progress, in_process=in_process)
+        return self.implementation.run(config, out=out, runs_root=runs_root, progress=progress, in_process=in_process,
+                                       executor=executor)
 
-    def resume(self, run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
+    def resume(self, run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
+               executor: Executor | None = None) -> Path:
         """Continues the run this experiment wrote into ``run_dir``."""
-        return self.implementation.resume(run_dir, progress=progress, in_process=in_process)
+        return self.implementation.resume(run_dir, progress=progress, in_process=in_process, executor=executor)
 
     def summary(self, run_dir: str | Path) -> str:
         """The closing summary of ``run_dir`` (text to print; ``""`` for none)."""
@@ -181,15 +188,21 @@ def run(
     runs_root: str | Path = "runs",
     progress: TextIO | None = sys.stderr,
     in_process: bool = False,
+    executor: Executor | None = None,
 ) -> Path:
     """Runs ``config``'s experiment into a new run directory (default ``<runs_root>/<run-id>``) and returns it.
+
+    ``executor`` runs its work items (default: a local pool of ``config.jobs`` workers; ``in_process``: this
+    process); results do not depend on it.
 
     Raises:
         UserInputError: For an invalid configuration or a non-empty ``out`` (nothing is written then).
     """
-    return get(config.experiment).run(config, out=out, runs_root=runs_root, progress=progress, in_process=in_process)
+    return get(config.experiment).run(config, out=out, runs_root=runs_root, progress=progress, in_process=in_process,
+                                      executor=executor)
 
 
-def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
-    """Continues the run in ``run_dir`` with the experiment that wrote it."""
-    return of(run_dir).resume(run_dir, progress=progress, in_process=in_process)
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
+           executor: Executor | None = None) -> Path:
+    """Continues the run in ``run_dir`` with the experiment that wrote it (``executor``: as in :func:`run`)."""
+    return of(run_dir).resume(run_dir, progress=progress, in_process=in_process, executor=executor)

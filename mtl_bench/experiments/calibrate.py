@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
@@ -38,6 +38,9 @@ from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.schema import JOINT, SINGLE
 from mtl_bench.tasks import planted
+
+if TYPE_CHECKING:
+    from mtl_bench.engine.executor import Executor
 from mtl_bench.validation import check_int
 from mtl_bench.analysis.verdict import EXPLANATIONS
 
@@ -74,9 +77,12 @@ def planted_config(*, seeds: int = SEEDS, first_seed: int = 0, jobs: int = 0, ep
 
 def calibrate(
     *, draws: int = 3, seeds: int = SEEDS, out: str | Path = "runs/calibration", jobs: int = 0,
-    progress: TextIO | None = sys.stderr,
+    progress: TextIO | None = sys.stderr, executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Runs ``draws`` independent draws of every planted mechanism and scores the verdicts.
+
+    ``executor`` runs the draws' cells (default a local pool of ``jobs`` workers; see
+    :func:`mtl_bench.experiments.grid.run`).
 
     Returns:
         One row per draw × mechanism (:data:`COLUMNS`).
@@ -97,9 +103,9 @@ def calibrate(
                 raise UserInputError(f"{run_dir} holds a draw of another calibration (other seeds or settings); "
                                      "use another --out")
             if io.read_json(run_dir / "manifest.json").get("status") != "complete":
-                runner.resume(run_dir, progress=progress)
+                runner.resume(run_dir, progress=progress, executor=executor)
         else:
-            runner.run(config, out=run_dir, progress=progress)
+            runner.run(config, out=run_dir, progress=progress, executor=executor)
         _, result, _ = write_report([run_dir])
         for v in result.verdicts:
             expected = EXPECTED[v["mechanism"]]

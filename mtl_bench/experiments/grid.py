@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import functools
 import hashlib
 import importlib.util
 import inspect
 import itertools
-import re
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,42 +39,18 @@ from mtl_bench.analysis.cohorts import summary_text as cohort_summary
 from mtl_bench.analysis.summary import format_table, summarize
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells as cell_lib
-from mtl_bench.engine import executor
-from mtl_bench.engine.regimes import REGIMES, order_label
+from mtl_bench.engine import executor as executor_lib
+from mtl_bench.engine.regimes import REGIMES
 from mtl_bench.errors import UserInputError
-from mtl_bench.experiments import rundir
+from mtl_bench.experiments import cell_files, rundir
+from mtl_bench.experiments.cell_files import CELLS_DIR, Cell
 from mtl_bench.experiments.cohort import cohort_forgetting
 from mtl_bench.models import ARCHITECTURES
 from mtl_bench.remedies import REMEDIES
 from mtl_bench.schema import BASELINE, DAILY, EQUAL, JOINT, SINGLE, SINGLE_ARCH
 from mtl_bench.spec import SuiteData
 
-CELLS_DIR = "cells"
 MAX_CELLS = 100_000  # a plan beyond this is a typo (seeds, a sweep), not a benchmark; refused before anything runs
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One unit of work, committed to disk as a whole."""
-
-    variant: tuple[tuple[str, Any], ...]  # the suite parameters of this variant, sorted
-    arch: str
-    regime: str
-    order: tuple[str, ...]
-    seed: int
-    remedy: str = BASELINE
-
-    @property
-    def key(self) -> str:
-        # The baseline adds nothing to the key, so runs from before remedies existed still resume.
-        remedy = [] if self.remedy == BASELINE else [self.remedy]
-        parts = [f"{k}={v}" for k, v in self.variant] + [self.arch, self.regime, *remedy, order_label(self.order), f"s{self.seed}"]
-        return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "__".join(parts).replace(">", "+"))
-
-    def describe(self) -> str:
-        variant = " ".join(f"{k}={v}" for k, v in self.variant)
-        remedy = "" if self.remedy == BASELINE else f" {self.remedy}"
-        return f"{variant} {self.arch} {self.regime}{remedy} {order_label(self.order)} seed={self.seed}".strip()
 
 
 @dataclasses.dataclass
@@ -265,6 +238,7 @@ def run(
     runs_root: str | Path = "runs",
     progress: TextIO | None = sys.stderr,
     in_process: bool = False,
+    executor: executor_lib.Executor | None = None,
 ) -> Path:
     """Plans and executes a run into a new run directory.
 
@@ -277,6 +251,10 @@ def run(
         in_process: Run cells in this process (with its TensorFlow thread
             settings) instead of in ``config.jobs`` single-threaded worker
             processes: for debugging; numbers may differ in the last digits.
+        executor: Where the cells run (e.g. a
+            :class:`~mtl_bench.engine.cluster.DaskCluster`); default a
+            :class:`~mtl_bench.engine.executor.LocalPool` of ``config.jobs``
+            workers. Results do not depend on it.
 
     Returns:
         The run directory.
@@ -291,13 +269,21 @@ def run(
         io.write_text(run_dir / experiments.CONFIG, config.to_toml())
         manifest = rundir.start(run_dir, config, notes=the_plan.notes, variant_columns=the_plan.variant_columns,
                                 cells={}, config_sha256=_digest(config))
-        return _execute(the_plan, run_dir, manifest, progress, in_process)
+        return _execute(the_plan, run_dir, manifest, progress,
+                        executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
 def resume(
-    run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False, jobs: int | None = None
+    run_dir: str | Path,
+    *,
+    progress: TextIO | None = sys.stderr,
+    in_process: bool = False,
+    jobs: int | None = None,
+    executor: executor_lib.Executor | None = None,
 ) -> Path:
-    """Continues an interrupted run, skipping the cells already committed to disk (``jobs``: None = as configured).
+    """Continues an interrupted run, skipping the cells already committed to disk.
+
+    ``jobs`` (None = as configured) and ``executor`` choose where the remaining cells run, as in :func:`run`.
 
     Raises:
         UserInputError: When ``run_dir`` is no run directory or its ``config.toml`` was edited.
@@ -316,7 +302,8 @@ def resume(
         manifest.setdefault("config_sha256", _digest(config))
         if jobs is not None:
             config = dataclasses.replace(config, jobs=jobs)
-        return _execute(plan(config), run_dir, manifest, progress, in_process)
+        return _execute(plan(config), run_dir, manifest, progress,
+                        executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
 def _digest(config: RunConfig, *, legacy: bool = False) -> str:
@@ -326,48 +313,46 @@ def _digest(config: RunConfig, *, legacy: bool = False) -> str:
 
 
 def _execute(
-    the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: TextIO | None, in_process: bool
+    the_plan: Plan, run_dir: Path, manifest: dict[str, Any], progress: TextIO | None, where: executor_lib.Executor
 ) -> Path:
     config = the_plan.config
     cells_dir = run_dir / CELLS_DIR
     cells_dir.mkdir(exist_ok=True)
-    for stale in cells_dir.glob(".*.tmp"):  # a worker stopped mid-write; its cell is not committed and runs again
+    for stale in cells_dir.glob(".*.tmp"):  # a driver stopped mid-write; its cell is not committed and runs again
         stale.unlink(missing_ok=True)
-    bar, manifest["planned_cells"] = executor.Progress(len(the_plan.cells), progress), len(the_plan.cells)
+    bar, manifest["planned_cells"] = executor_lib.Progress(len(the_plan.cells), progress), len(the_plan.cells)
     pending = []
     for cell in the_plan.cells:
-        if _committed(cells_dir, cell):
-            # A worker may have committed a cell that an interrupted parent never recorded.
-            manifest["cells"].setdefault(cell.key, _committed_status(cells_dir, cell))
+        if cell_files.committed(cells_dir, cell):
+            # A driver stopped between committing a cell and recording it.
+            manifest["cells"].setdefault(cell.key, cell_files.committed_status(cells_dir, cell))
             bar.update(f"{cell.describe()} (done before)")
         else:
             pending.append(cell)
     start = time.perf_counter()
 
-    def record(cell: Cell, status: dict[str, Any]) -> None:
+    def record(cell: Cell, outcome: cell_files.Outcome) -> None:
         # Cell files are the committed results; the combined CSVs are rebuilt once, at the end.
-        manifest["cells"][cell.key] = status
-        with executor.uninterruptible():
+        with executor_lib.uninterruptible():
+            manifest["cells"][cell.key] = status = cell_files.commit(cells_dir, cell, outcome)
             io.write_json(run_dir / experiments.MANIFEST, manifest)
         failed = "" if status["status"] == rundir.COMPLETE else " FAILED"
-        bar.update(f"{cell.describe()} {status['wall_seconds']:.1f}s{failed}")
+        wall = "" if status["wall_seconds"] is None else f" {status['wall_seconds']:.1f}s"
+        bar.update(f"{cell.describe()}{wall}{failed}")
 
-    work = functools.partial(_cell_worker, config, cells_dir=cells_dir)
+    work = functools.partial(cell_files.compute, config, tuple(_swept(config)))
     try:
-        if in_process:
+        if isinstance(where, executor_lib.InProcess):
             tf.config.experimental.enable_op_determinism()
-            executor.run_in_process(work, pending, record)
-        else:
-            executor.run(work, pending, record, jobs=config.jobs or executor.default_jobs(),
-                         initializer=cell_lib.init_worker, failed=functools.partial(_worker_died, cells_dir))
+        where.run(work, pending, record, initializer=cell_lib.init_worker, failed=cell_files.died)
     except BaseException as err:
-        with executor.uninterruptible():  # a second Ctrl-C must not leave the manifest saying "running"
+        with executor_lib.uninterruptible():  # a second Ctrl-C must not leave the manifest saying "running"
             with contextlib.suppress(OSError):  # a full disk must not hide the error that stopped the run
                 _write_results(run_dir, the_plan)
             rundir.stop(run_dir, manifest, err)
         raise
     failed = [k for k, v in manifest["cells"].items() if v["status"] == rundir.FAILED]
-    with executor.uninterruptible():
+    with executor_lib.uninterruptible():
         _write_results(run_dir, the_plan)
         rundir.finish(run_dir, manifest, start,
                       status=rundir.FAILED if failed and len(failed) == len(manifest["cells"]) else rundir.COMPLETE,
@@ -375,77 +360,9 @@ def _execute(
     return run_dir
 
 
-def _worker_died(cells_dir: Path, cell: Cell, reason: str) -> dict[str, Any]:
-    status = {"status": rundir.FAILED, "reason": reason, "wall_seconds": None}
-    io.write_json(cells_dir / f"{cell.key}.failed.json", status)
-    return status
-
-
-def _committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:
-    failed = cells_dir / f"{cell.key}.failed.json"
-    return io.read_json(failed) if failed.is_file() else {"status": rundir.COMPLETE, "reason": "", "wall_seconds": None}
-
-
-def _committed(cells_dir: Path, cell: Cell) -> bool:
-    """A cell is done when its metrics file (written last) or its failure record exists."""
-    return (cells_dir / f"{cell.key}.metrics.csv").is_file() or (cells_dir / f"{cell.key}.failed.json").is_file()
-
-
-def _cell_worker(config: RunConfig, cell: Cell, cells_dir: Path) -> dict[str, Any]:
-    """Runs one cell (in this process or a worker) and commits its files; returns its manifest entry.
-
-    A cell that raises is marked failed with its reason (the traceback goes to its ``.failed.json``) and the
-    grid goes on: one bad cell does not cost the others.
-    """
-    t0 = time.perf_counter()
-    try:
-        data = cell_lib.cached_suite(config, cell.variant, cell.seed)
-        status = _run_cell(config, cell, data, cells_dir)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # every later cell would fail alike: stop the run
-            raise
-        status = _failure(err)
-    except Exception as err:  # noqa: BLE001 - isolation is the point; the reason and traceback are recorded
-        status = _failure(err)
-    status["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    if status["status"] == rundir.FAILED:
-        io.write_json(cells_dir / f"{cell.key}.failed.json", status)
-        status.pop("traceback", None)  # in the cell's failure record, not in the manifest
-    return status
-
-
-def _failure(err: Exception) -> dict[str, Any]:
-    first = str(err).splitlines()[0] if str(err) else ""
-    return {"status": rundir.FAILED, "reason": f"{type(err).__name__}: {first}".rstrip(": "),
-            "traceback": traceback.format_exc()}
-
-
-def _run_cell(config: RunConfig, cell: Cell, data: SuiteData, cells_dir: Path) -> dict[str, Any]:
-    job = cell_lib.job(config, data, cell.arch, seed=cell.seed, order=cell.order, name=cell.key, remedy=cell.remedy)
-    try:
-        result = cell_lib.train(cell.regime, job)
-    except cell_lib.CellFailed as err:
-        return {"status": rundir.FAILED, "reason": str(err)}
-    variant = {**{k: v for k, v in cell.variant if k in _swept(config)}, **data.variant}
-    head = {"suite": data.name, **variant, "arch": cell.arch, "regime": cell.regime,
-            "remedy": cell.remedy, "order": order_label(cell.order), "seed": cell.seed}
-    # The metrics file is written last: its presence marks the cell as committed.
-    for stem, rows in sorted(result.frames().items(), key=lambda kv: kv[0] == "metrics"):
-        if not rows and stem != "metrics":
-            continue
-        frame = pd.DataFrame(rows)
-        for i, (column, value) in enumerate(head.items()):
-            frame.insert(i, column, value)
-        io.write_csv(cells_dir / f"{cell.key}.{stem}.csv", frame)
-    return {"status": rundir.COMPLETE, "reason": ""}
-
-
 def read_cells(run_dir: str | Path, stem: str = "metrics") -> pd.DataFrame:
-    """One result table (``metrics``, ``probe`` or ``retention``) of all committed cells, by cell key."""
-    files = sorted((Path(run_dir) / CELLS_DIR).glob(f"*.{stem}.csv"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in files], ignore_index=True)
+    """One result table (``metrics``, ``probe``, ``retention`` or ``daily``) of all committed cells, by cell key."""
+    return cell_files.read(run_dir, stem)
 
 
 def _write_results(run_dir: Path, the_plan: Plan) -> None:

@@ -43,12 +43,15 @@ for the supervised arms); ``policy_updates.csv`` (``arm, kl, epochs, arch, seed,
 value``: per RL update pass the mean over its updates of ``ratio_mean`` (pi/b of the samples used),
 ``ratio_dev`` (mean ``|pi/b - 1|``), ``clip_share`` (share with ``|pi/b - 1| > eps``) and ``kl_ref``);
 ``policy_summary.csv`` and ``policy.md`` (:mod:`~mtl_bench.experiments.policy_report`); ``manifest.json``.
-``--resume`` runs every arm again.
+Each architecture × seed pair is one work item of the run's executor (pairs run in parallel, locally or on a
+Dask cluster); the driver commits its rows to ``pairs/<arch>__s<seed>.policy.csv`` (and ``.updates.csv``),
+and ``--resume`` keeps the finished pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -60,7 +63,10 @@ import tensorflow as tf
 
 from mtl_bench import experiments, io
 from mtl_bench.config import RunConfig
+from mtl_bench.engine import cells
+from mtl_bench.engine import executor as executor_lib
 from mtl_bench.engine import metrics as metrics_lib
+from mtl_bench.engine.executor import Executor
 from mtl_bench.engine.regimes import pretrain_last_day
 from mtl_bench.engine.training import Trainer, predict
 from mtl_bench.errors import UserInputError
@@ -75,6 +81,7 @@ from mtl_bench.validation import check_choice, check_int, check_number, fail
 ARMS = pa.ARMS
 CANDIDATES = 20
 EVAL_ROWS = 4000
+PAIRS_DIR = "pairs"
 PROBE_ROWS = 2000
 # Experiment options given as --param NAME=VALUE next to the simulator's parameters, with their defaults.
 OPTIONS: dict[str, Any] = {"arms": list(ARMS), "kl": [0.0], "ppo_epochs": [4], "clip": 0.2, "group": 4,
@@ -392,16 +399,18 @@ def run(
     out: str | Path | None = None,
     runs_root: str | Path = "runs",
     progress: TextIO | None = sys.stderr,
-    in_process: bool = True,
+    in_process: bool = False,
+    executor: Executor | None = None,
 ) -> Path:
-    """Runs every architecture × seed × arm in this process; writes ``policy.csv`` and ``policy.md``.
+    """Runs every architecture × seed × arm; writes ``policy.csv`` and ``policy.md``.
 
     Args:
         config: The configuration (``experiment = "policy"``).
         out: The run directory; default ``<runs_root>/<run-id>``. It must not exist or be empty.
         runs_root: Parent of generated run directories.
-        progress: Stream for progress lines, or None.
-        in_process: Ignored: the arms always run in this process, with deterministic TensorFlow ops.
+        progress: Stream for the progress bar, or None.
+        in_process: Run the architecture × seed pairs in this process (see :func:`mtl_bench.experiments.grid.run`).
+        executor: Where the pairs run (default a local pool of ``config.jobs`` workers); results do not depend on it.
 
     Raises:
         UserInputError: For an invalid configuration (nothing is written then).
@@ -409,30 +418,62 @@ def run(
     config = resolve(config)
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
-    return _execute(config, out, rundir.start(out, config), progress)
+    return _execute(config, out, rundir.start(out, config), progress,
+                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
-def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = True) -> Path:
-    """Runs the experiment again into ``run_dir`` (each arm is short; nothing partial is kept)."""
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
+           executor: Executor | None = None) -> Path:
+    """Continues the experiment in ``run_dir``: finished architecture × seed pairs are kept, the others run."""
     run_dir = Path(run_dir)
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
-    return _execute(config, run_dir, rundir.restart(run_dir, config), progress)
+    return _execute(config, run_dir, rundir.restart(run_dir, config), progress,
+                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
-def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: TextIO | None) -> Path:
+def _pair_file(out: Path, pair: tuple[str, int], stem: str) -> Path:
+    arch, seed = pair
+    return out / PAIRS_DIR / f"{arch}__s{seed}.{stem}.csv"
+
+
+def _run_pair(config: RunConfig, pair: tuple[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return run_arms(config, *pair)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:  # a pair without rows of this kind (no columns either)
+        return pd.DataFrame()
+
+
+def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: TextIO | None,
+             where: Executor) -> Path:
     with rundir.recorded(out, manifest):
-        tf.config.experimental.enable_op_determinism()
-        frames, update_frames = [], []
-        for arch, seed in plan(config):
-            if progress:
-                progress.write(f"policy: {arch} seed {seed}\n")
-            rows, updates = run_arms(config, arch, seed)
-            frames.append(rows)
-            update_frames.append(updates)
-        frame = pd.concat(frames, ignore_index=True)
+        pairs = plan(config)
+        bar = executor_lib.Progress(len(pairs), progress)
+        pending = []
+        for pair in pairs:
+            if _pair_file(out, pair, "policy").is_file():
+                bar.update(f"policy: {pair[0]} seed {pair[1]} (done before)")
+            else:
+                pending.append(pair)
+
+        def record(pair: tuple[str, int], result: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+            rows, updates = result
+            with executor_lib.uninterruptible():
+                io.write_csv(_pair_file(out, pair, "updates"), updates)
+                io.write_csv(_pair_file(out, pair, "policy"), rows)  # last: its presence marks the pair done
+            bar.update(f"policy: {pair[0]} seed {pair[1]}")
+
+        if isinstance(where, executor_lib.InProcess):
+            tf.config.experimental.enable_op_determinism()
+        where.run(functools.partial(_run_pair, config), pending, record, initializer=cells.init_worker)
+        frame = pd.concat([_read(_pair_file(out, pair, "policy")) for pair in pairs], ignore_index=True)
+        updates = pd.concat([_read(_pair_file(out, pair, "updates")) for pair in pairs], ignore_index=True)
         io.write_csv(out / "policy.csv", frame)
-        io.write_csv(out / "policy_updates.csv", pd.concat(update_frames, ignore_index=True))
-        table = policy_report.summarize(frame, pd.concat(update_frames, ignore_index=True))
+        io.write_csv(out / "policy_updates.csv", updates)
+        table = policy_report.summarize(frame, updates)
         io.write_csv(out / "policy_summary.csv", table)
         io.write_text(out / "policy.md", policy_report.describe(table))
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from mtl_bench import io
 from mtl_bench.engine import executor
+from mtl_bench.engine.environment import versions
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.experiments import MANIFEST, get
@@ -44,29 +44,6 @@ def new_dir(config: RunConfig, out: str | Path | None, runs_root: str | Path) ->
         raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def versions() -> dict[str, str]:
-    """The versions of Python and of the packages that determine the numbers."""
-    import keras
-    import numpy as np
-    import optuna
-    import pandas as pd
-    import sklearn
-    import tensorflow as tf
-
-    import mtl_bench
-
-    return {
-        "mtl_bench": mtl_bench.__version__,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
-        "optuna": optuna.__version__,
-    }
 
 
 def _now() -> str:

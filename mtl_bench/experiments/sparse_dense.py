@@ -47,6 +47,8 @@ from mtl_bench import experiments, io
 from mtl_bench.analysis import cohorts as cohort_report
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells
+from mtl_bench.engine import executor as executor_lib
+from mtl_bench.engine.executor import Executor
 from mtl_bench.errors import UserInputError
 from mtl_bench.experiments import grid, rundir
 from mtl_bench.models import ARCHITECTURES
@@ -137,6 +139,7 @@ def run(
     runs_root: str | Path = "runs",
     progress: TextIO | None = sys.stderr,
     in_process: bool = False,
+    executor: Executor | None = None,
 ) -> Path:
     """Runs every point of the sweep into ``out`` and writes ``sparse_dense.csv`` / ``.md``.
 
@@ -147,6 +150,7 @@ def run(
         runs_root: Parent of generated directories.
         progress: Stream for the points' progress, or None.
         in_process: Run the points' cells in this process (see :func:`mtl_bench.experiments.grid.run`).
+        executor: Where the points' cells run (see :func:`mtl_bench.experiments.grid.run`).
 
     Raises:
         UserInputError: For an invalid configuration (nothing is written then).
@@ -156,20 +160,23 @@ def run(
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
     io.write_csv(out / "points.csv", points)
-    return _execute(config, points, out, rundir.start(out, config), progress, in_process)
+    return _execute(config, points, out, rundir.start(out, config), progress,
+                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
-def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False) -> Path:
+def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
+           executor: Executor | None = None) -> Path:
     """Continues the sweep: finished points are kept, interrupted ones resumed, missing ones run."""
     run_dir = Path(run_dir)
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
     points = plan(config)
     io.write_csv(run_dir / "points.csv", points)
-    return _execute(config, points, run_dir, rundir.restart(run_dir, config), progress, in_process)
+    return _execute(config, points, run_dir, rundir.restart(run_dir, config), progress,
+                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
 
 
 def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[str, Any],
-             progress: TextIO | None, in_process: bool) -> Path:
+             progress: TextIO | None, where: Executor) -> Path:
     base = _base(config)
     run_dirs = []
     with rundir.recorded(out, manifest):
@@ -181,9 +188,9 @@ def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[
             if progress:
                 progress.write(f"sparse-dense: embedding_dim={dim}\n")
             if (run_dir / experiments.MANIFEST).is_file():
-                grid.resume(run_dir, progress=progress, in_process=in_process)
+                grid.resume(run_dir, progress=progress, executor=where)
             else:
-                grid.run(sub, out=run_dir, progress=progress, in_process=in_process)
+                grid.run(sub, out=run_dir, progress=progress, executor=where)
             run_dirs.append(run_dir)
         table = summarize(points, run_dirs)
         io.write_csv(out / "sparse_dense.csv", table)

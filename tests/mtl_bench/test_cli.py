@@ -156,7 +156,7 @@ def test_resume_refuses_run_flags(tmp_path, capsys):
     code = cli.main(["run", "--resume", str(run_dir), "--epochs", "2", "--arch", "ple", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
-    assert "takes only --jobs and --quiet. Received: --arch --epochs" in err
+    assert "takes only --jobs, --executor, --scheduler and --quiet. Received: --arch --epochs" in err
 
 
 def test_an_out_under_a_file_is_one_line(tmp_path, capsys):
@@ -238,3 +238,28 @@ def test_resume_of_a_corrupt_manifest_is_one_line(finished_run, tmp_path, capsys
     assert cli.main(["run", "--resume", str(run_dir), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "manifest.json is not valid JSON" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--scheduler", "tcp://127.0.0.1:8786"], "--scheduler needs --executor dask"),
+    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:8786", "--jobs", "2"], "--jobs sets local worker processes"),
+    (["--executor", "dask"], "needs a scheduler address: --scheduler tcp://HOST:PORT"),
+])
+def test_executor_flags_that_cannot_run_are_one_line(flags, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    code = cli.main(["run", "--arch", "mmoe", *flags, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and needle in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_dask_executor_without_the_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now raises ImportError
+    code = cli.main(["run", "--arch", "mmoe", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:8786",
+                     "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == ("mtl-bench: error: the dask executor needs the dask extra on the driver and every "
+                                 "worker: pip install 'mtl-bench[dask]'")
+    assert not (tmp_path / "run").exists()

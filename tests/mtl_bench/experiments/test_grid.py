@@ -460,3 +460,47 @@ def test_default_jobs_leaves_busy_cores_alone(monkeypatch, load, expected):
     monkeypatch.setattr(executor.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(executor.os, "getloadavg", getloadavg)
     assert executor.default_jobs() == expected
+
+
+class _WorkersKeepDying:
+    """An executor whose every worker dies: each item gets the ``failed`` result, as after three broken pools."""
+
+    def run(self, fn, items, on_result, *, initializer=None, failed=None):
+        for item in items:
+            on_result(item, failed(item, "the worker process running it died (killed, or out of memory)"))
+
+
+def test_cells_whose_workers_died_are_failed_with_the_reason_and_the_run_ends(tmp_path):
+    """A bug report: the progress line formatted a died cell's wall time (None) and crashed the run."""
+    import io as std_io
+
+    progress = std_io.StringIO()
+    config = _small(archs=["shared_bottom"], regimes=["single", "joint"])
+    run_dir = runner.run(config, out=tmp_path / "run", progress=progress, executor=_WorkersKeepDying())
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "failed" and len(manifest["cells"]) == 2
+    for key, status in manifest["cells"].items():
+        assert status == {"status": "failed", "reason": "the worker process running it died (killed, or out of memory)",
+                          "wall_seconds": None}
+        assert runner.io.read_json(run_dir / "cells" / f"{key}.failed.json") == status
+    assert progress.getvalue().count("FAILED") == 2
+
+
+def test_a_cell_computes_its_results_without_writing_and_the_driver_commits_them(tmp_path, monkeypatch):
+    """Workers never need the run directory: a cell returns its frames, and only commit() writes them."""
+    from mtl_bench.experiments import cell_files
+
+    config = runner.resolve(_small(archs=["shared_bottom"], regimes=["joint"]))
+    cell = runner.plan(config).cells[0]
+    writes = []
+    monkeypatch.setattr(runner.io, "write_bytes", lambda path, data: writes.append(path))
+    outcome = cell_files.compute(config, (), cell)
+    assert outcome.status["status"] == "complete" and writes == []
+    metrics = outcome.frames["metrics"]
+    assert metrics.columns[0] == "suite" and {"arch", "regime", "remedy", "order", "seed"} <= set(metrics.columns)
+    assert set(metrics["arch"]) == {"shared_bottom"} and set(metrics["seed"]) == {0}
+    monkeypatch.undo()
+    cells_dir = tmp_path / "cells"
+    assert cell_files.commit(cells_dir, cell, outcome) == outcome.status
+    assert cell_files.committed(cells_dir, cell)
+    pd.testing.assert_frame_equal(cell_files.read(tmp_path), metrics, check_dtype=False)

@@ -260,3 +260,24 @@ def test_end_to_end_run_and_resume_give_the_same_files(tmp_path):
     assert "ppo ×4 kl=0.1" in first["policy.md"]
     assert cli.main(["run", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
     assert {n: (tmp_path / "run" / n).read_text() for n in first} == first
+
+
+@pytest.mark.slow
+def test_resume_keeps_finished_pairs_and_runs_the_missing_ones(tmp_path):
+    """Each architecture × seed pair is committed on its own; an interrupted run loses only the unfinished ones."""
+    import os
+
+    config = RunConfig(suite="recsim", suite_params={**TINY, "arms": ["logged", "reinforce"]}, archs=["shared_bottom"],
+                       seeds=2, epochs=1, batch_size=64, experiment="policy", jobs=2)
+    run_dir = policy.run(config, out=tmp_path / "run", progress=None)
+    first = {n: (run_dir / n).read_bytes() for n in ("policy.csv", "policy_updates.csv", "policy_summary.csv")}
+    pairs = run_dir / policy.PAIRS_DIR
+    kept = {p.name: os.stat(p).st_mtime_ns for p in pairs.glob("shared_bottom__s0.*")}
+    for p in pairs.glob("shared_bottom__s1.*"):  # as if the run had stopped while seed 1 ran
+        p.unlink()
+    (run_dir / "policy.csv").unlink()
+    policy.resume(run_dir, progress=None)
+    assert {p.name: os.stat(p).st_mtime_ns for p in pairs.glob("shared_bottom__s0.*")} == kept
+    assert sorted(p.name for p in pairs.glob("shared_bottom__s1.*")) == ["shared_bottom__s1.policy.csv",
+                                                                         "shared_bottom__s1.updates.csv"]
+    assert {n: (run_dir / n).read_bytes() for n in first} == first

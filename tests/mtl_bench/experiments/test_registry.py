@@ -139,18 +139,20 @@ def test_policy_experiment_writes_a_manifest_and_resumes_on_it(tmp_path, monkeyp
         return _fake_arms(config, arch, seed)
 
     monkeypatch.setattr(policy, "run_arms", interrupted_on_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run(policy_config, out=tmp_path / "run", progress=None)
+    with pytest.raises(KeyboardInterrupt):  # in this process, so that the patch applies
+        experiments.run(policy_config, out=tmp_path / "run", progress=None, in_process=True)
     run_dir = tmp_path / "run"
     manifest = io.read_json(run_dir / "manifest.json")
     assert (manifest["experiment"], manifest["status"], manifest["seeds"]) == ("policy", "interrupted", [3, 4])
     assert manifest["started"] and "finished" not in manifest
     assert not (run_dir / "policy.csv").exists()
 
-    monkeypatch.setattr(policy, "run_arms", _fake_arms)
-    assert cli.main(["run", "--resume", str(run_dir)]) == 0
-    printed = capsys.readouterr().out
-    assert "# On-policy vs logged data" in printed and f"run directory: {run_dir} (complete)" in printed
+    calls.clear()
+    monkeypatch.setattr(policy, "run_arms", lambda config, arch, seed: calls.append((arch, seed)) or _fake_arms(config, arch, seed))
+    assert experiments.resume(run_dir, progress=None, in_process=True) == run_dir
+    assert calls == [("ple", 3), ("ple", 4)]  # the two pairs finished before the interruption are kept
+    assert cli.main(["report", str(run_dir)]) == 0
+    assert "# On-policy vs logged data" in capsys.readouterr().out
     manifest = io.read_json(run_dir / "manifest.json")
     assert manifest["status"] == "complete" and manifest["finished"] and manifest["wall_seconds"] >= 0
     rows = pd.read_csv(run_dir / "policy.csv")

@@ -6,6 +6,7 @@ import pytest
 from mtl_bench import cli, experiments, io
 from mtl_bench.experiments import sparse_dense
 from mtl_bench.config import RunConfig
+from mtl_bench.engine.executor import InProcess
 from mtl_bench.tasks import recsim
 
 TINY = {"users": 150, "items": 60, "categories": 5, "days": 5, "impressions_per_day": 600}
@@ -37,7 +38,21 @@ def test_points_keep_the_total_and_move_parameters_into_the_dense_layers():
 def sweep(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setattr(sparse_dense, "EMBEDDING_DIMS", (8, 2))
     out = tmp_path_factory.mktemp("sd") / "exp"
-    return experiments.run(_config(), out=out, in_process=True, progress=None)
+    return experiments.run(_config(), out=out, executor=RECORDING, progress=None)
+
+
+class _Recording:
+    """This process, recording the items it was given: the sweep's cells go through the run's executor."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def run(self, fn, items, on_result, **kw):
+        self.items += list(items)
+        InProcess().run(fn, items, on_result, **kw)
+
+
+RECORDING = _Recording()
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +74,9 @@ def test_sweep_writes_one_run_per_point_and_the_table(sweep):
     config = RunConfig.from_toml(sweep / "points" / "embedding_dim=2" / "config.toml")
     assert config.arch_params["mmoe"]["embedding_dim"] == 2 and config.experiment == "cohort"
     assert "too few points" in (sweep / "sparse_dense.md").read_text()
+    # Every cell of both points went through the executor the sweep was given.
+    cells = sum(len(io.read_json(sweep / "points" / p / "manifest.json")["cells"]) for p in ("embedding_dim=2", "embedding_dim=8"))
+    assert cells > 0 and len(RECORDING.items) == cells
 
 
 def test_manifests_name_the_sweep_and_its_points(sweep):
