@@ -1,11 +1,13 @@
 """The ``mtl-bench`` command line: the only place that maps names to objects for users.
 
-Every user-fixable error is printed as one line, ``mtl-bench: error: ...``, with exit code 2.
+Every user-fixable error is printed as one line, ``mtl-bench: error: ...``, with exit code 2; a run stopped by its
+surroundings (:class:`~mtl_bench.errors.RunStopped`) likewise, with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from mtl_bench import experiments
 from mtl_bench.cli_parser import _RESUME_FLAGS, _RUN_FLAGS, _build_parser
-from mtl_bench.errors import UserInputError
+from mtl_bench.errors import RunStopped, UserInputError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the run ran but every cell failed: scripts must see it
@@ -32,8 +34,8 @@ def _run_config(args: argparse.Namespace):
         params["group"] = args.group
     if args.table:
         params["table"] = args.table
-    if args.data_dir:
-        params["data_dir"] = args.data_dir
+    if args.data_dir:  # absolute, so that --config from another directory and a cluster's workers find it
+        params["data_dir"] = str(Path(args.data_dir).expanduser().resolve())
     for name, value in args.param:
         params[name] = value
     if data.get("suite") == "table" and isinstance(params.get("table"), str) and params["table"]:
@@ -114,12 +116,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UserInputError(f"--resume continues {args.resume} with its own config.toml; it takes only --jobs, "
                                  f"--executor, --scheduler and --quiet. Received: {' '.join(ignored)} (start a new run "
                                  f"with --config {Path(args.resume) / experiments.CONFIG} and those flags instead)")
-        run_dir = experiment.resume(args.resume, progress=progress, executor=_executor(args))
+        where = _executor(args)
+        with contextlib.closing(where) if hasattr(where, "close") else contextlib.nullcontext():
+            run_dir = experiment.resume(args.resume, progress=progress, executor=where)
     else:
         where = _executor(args)  # its flags are checked on a dry run too
         if args.dry_run:
             return _dry_run(_run_config(args))
-        run_dir = experiments.run(_run_config(args), out=args.out, progress=progress, executor=where)
+        with contextlib.closing(where) if hasattr(where, "close") else contextlib.nullcontext():
+            run_dir = experiments.run(_run_config(args), out=args.out, progress=progress, executor=where)
     text = "" if args.quiet else experiments.of(run_dir).summary(run_dir)
     if text:
         print(text)
@@ -291,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"mtl-bench: error: {message}"
         print(message, file=sys.stderr)
         return EXIT_USAGE
+    except RunStopped as err:
+        print(f"mtl-bench: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("mtl-bench: interrupted", file=sys.stderr)
         return 130

@@ -186,7 +186,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="alternating timed repeats (default: 3)")
     bench.add_argument("--executors", action="store_true",
                        help="instead: time a small grid (16 cells) on the local pool and on a localhost Dask cluster of "
-                       "two workers, and print the speed-up (needs pip install 'mtl-bench[dask]')")
+                       "two workers, and print the speed-up (needs pip install 'mtl-bench[dask]'; the other bench options do "
+                       "not apply)")
     report = sub.add_parser(
         "report",
         help="weigh gradient conflict against forgetting as explanations of negative transfer",

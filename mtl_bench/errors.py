@@ -1,4 +1,5 @@
-"""Errors the user can fix: the CLI prints them on one line and exits with code 2."""
+"""Errors the CLI prints on one line: input the user can fix (exit 2), and runs stopped by their surroundings
+(exit 1)."""
 
 
 class UserInputError(ValueError):
@@ -6,4 +7,11 @@ class UserInputError(ValueError):
 
     The message is one line that names the offending thing and, where there is a
     closed set, the valid choices.
+    """
+
+
+class RunStopped(RuntimeError):
+    """A run stopped by something outside its input: a lost Dask scheduler, work whose workers kept dying.
+
+    The run directory's manifest says ``failed`` with this one-line message; ``--resume`` continues the run.
     """

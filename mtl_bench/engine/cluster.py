@@ -23,10 +23,10 @@ there, and not every time), most likely because the worker's own threads draw fr
 numbers, which seed Keras' initializers, while a cell runs.
 
 Faults: a worker that dies mid-item loses that item only; the scheduler runs it again on another worker, and
-after ``distributed.scheduler.allowed-failures`` deaths (default 3) the item is reported failed with
-:data:`~mtl_bench.engine.executor.WORKER_DIED`. Ctrl-C or SIGTERM cancel the queued items and raise
+after more than ``distributed.scheduler.allowed-failures`` deaths (default 3) the item is reported failed with
+:data:`~mtl_bench.engine.executor.WORKER_DIED` (which ``--resume`` tries again). Ctrl-C or SIGTERM cancel the queued items and raise
 :class:`KeyboardInterrupt` (an item already running finishes on its worker; its result is dropped). A lost
-scheduler ends the run; ``--resume`` continues it.
+scheduler ends the run (:class:`~mtl_bench.errors.RunStopped`); ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ from typing import Any, TextIO
 
 from mtl_bench.engine import executor
 from mtl_bench.engine.environment import versions
-from mtl_bench.errors import UserInputError
+from mtl_bench.errors import RunStopped, UserInputError
 
 INSTALL = "pip install 'mtl-bench[dask]'"
 CONNECT_SECONDS = 30.0
 WORKERS_SECONDS = 60.0
+CHECK_SECONDS = 300.0  # a worker's first task starts its cell process, which imports TensorFlow
 
 _LOCK = threading.Lock()  # one item at a time per Dask worker process, whatever its threads
 _CELL_PROCESS: dict[str, Any] = {"pool": None, "items": 0}  # on a Dask worker: its cell process and its item count
@@ -63,7 +64,8 @@ def require() -> Any:
     try:
         import distributed
     except ImportError:
-        raise UserInputError(f"the dask executor needs the dask extra on the driver and every worker: {INSTALL}") from None
+        raise UserInputError(f"the dask executor needs the dask extra on the driver and every worker: {INSTALL} "
+                             "(or pip install distributed)") from None
     return distributed
 
 
@@ -76,10 +78,18 @@ def available() -> bool:
     return True
 
 
+class WorkerMismatch(UserInputError):
+    """A Dask worker whose versions differ from the driver's (found before a run, or when it joins during one)."""
+
+
 def _run_pickled(payload: bytes) -> bytes:
-    """In a cell process: ``fn(item)`` of the pickled ``(fn, initializer, item)``, after ``initializer`` on the
-    process's first item; the result comes back pickled."""
-    fn, initializer, item = pickle.loads(payload)
+    """In a cell process: ``fn(item)`` of the pickled ``(fn, initializer, item, driver_versions)``, after checking
+    this process's versions against the driver's and running ``initializer`` on its first item; the result comes
+    back pickled."""
+    fn, initializer, item, expected = pickle.loads(payload)
+    if expected is not None and "versions" not in _INITIALIZED:
+        _compare(f"{socket.gethostname()} (pid {os.getppid()})", versions(), expected)
+        _INITIALIZED.add("versions")
     if initializer is not None and initializer not in _INITIALIZED:
         initializer()
         _INITIALIZED.add(initializer)
@@ -121,6 +131,9 @@ def _describe(_: Any = None) -> dict[str, Any]:
 class DaskCluster:
     """An :class:`~mtl_bench.engine.executor.Executor` on a running Dask cluster.
 
+    :meth:`prepare` (which the experiments call before they write anything) connects to the scheduler and checks
+    the workers; the connection is kept for later runs until :meth:`close` (or the end of a ``with`` block).
+
     Args:
         scheduler: The scheduler's address (``tcp://host:8786``); None = the ``DASK_SCHEDULER_ADDRESS``
             environment variable (Dask's own setting). Ignored when ``client`` is given.
@@ -131,6 +144,7 @@ class DaskCluster:
     scheduler: str | None = None
     client: Any = None
     warnings: TextIO | None = sys.stderr
+    _own: Any = dataclasses.field(default=None, init=False, repr=False)  # a client this object opened
 
     def __post_init__(self) -> None:
         require()  # refuse at once, before a run starts, when the extra is missing
@@ -138,42 +152,77 @@ class DaskCluster:
             raise UserInputError("the dask executor needs a scheduler address: --scheduler tcp://HOST:PORT "
                                  "(or the DASK_SCHEDULER_ADDRESS environment variable)")
 
+    def __enter__(self) -> DaskCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection this object opened (a ``client`` given to it stays open)."""
+        if self._own is not None:
+            with contextlib.suppress(Exception):
+                self._own.close()
+            self._own = None
+
     def _connect(self) -> Any:
         if self.client is not None:
             return self.client
+        if self._own is not None and self._own.status == "running":
+            return self._own
         distributed = require()
         address = self.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         try:
-            return distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
-        except (OSError, TimeoutError) as err:
-            raise UserInputError(f"cannot reach the Dask scheduler at {address}: {str(err).splitlines()[0]}") from None
+            self._own = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserInputError(f"cannot reach the Dask scheduler at {address}: {reason} (an address is "
+                                 "tcp://HOST:PORT)") from None
+        return self._own
 
-    def _check_workers(self, client: Any, cloudpickle: Any) -> None:
-        """Refuses workers whose versions differ from this process's; reports workers with several threads."""
+    def prepare(self) -> None:
+        """Connects and checks every worker: refuses workers with other versions than this process, workers that
+        cannot run mtl-bench, and workers inside this process; reports workers with several threads.
+
+        Raises:
+            UserInputError: One line naming the scheduler or the worker and what is wrong.
+        """
+        client = self._connect()
+        address = client.scheduler.address
         try:
             client.wait_for_workers(1, timeout=WORKERS_SECONDS)
         except TimeoutError:
-            raise UserInputError(f"no Dask worker joined the scheduler {client.scheduler.address} within "
-                                 f"{WORKERS_SECONDS:.0f} s: start workers with dask worker ADDRESS") from None
+            raise UserInputError(f"no Dask worker joined the scheduler {address} within {WORKERS_SECONDS:.0f} s: "
+                                 f"start workers with dask worker {address} --nthreads 1") from None
         try:
             workers = client.scheduler_info(n_workers=-1)["workers"]
         except TypeError:  # distributed before 2025: every worker, always
             workers = client.scheduler_info()["workers"]
-        payload = cloudpickle.dumps((_describe, None, None), protocol=pickle.HIGHEST_PROTOCOL)
-        futures = {address: client.submit(_on_worker, payload, workers=[address], allow_other_workers=False, pure=False,
-                                          key=f"mtl-bench-check-{uuid.uuid4().hex}")
-                   for address in workers}
+        if os.getpid() in client.run(os.getpid).values():
+            raise UserInputError("the Dask workers run inside this process (processes=False): a cell process that "
+                                 "dies would take this one with it; start them as processes (LocalCluster("
+                                 "processes=True), or dask worker)")
         mine = versions()
-        for address, future in futures.items():
-            theirs = pickle.loads(future.result())["versions"]
-            differ = [f"{name} {theirs.get(name)} (driver {mine[name]})" for name in mine if theirs.get(name) != mine[name]]
-            if differ:
-                raise UserInputError(f"Dask worker {address} has other versions than this process, so the same seeds "
-                                     f"would give other numbers: {', '.join(differ)}")
+        payload = _payload((_describe, None, None, None))
+        futures = {worker: client.submit(_on_worker, payload, workers=[worker], allow_other_workers=False, pure=False,
+                                         key=f"mtl-bench-check-{uuid.uuid4().hex}")
+                   for worker in workers}
+        try:
+            for worker, future in futures.items():
+                try:
+                    theirs = pickle.loads(future.result(timeout=CHECK_SECONDS))["versions"]
+                except Exception as err:  # noqa: BLE001 - any failure here is the worker's, said in one line
+                    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    raise UserInputError(f"Dask worker {worker} cannot run mtl-bench ({type(err).__name__}: {reason}); "
+                                         f"install it there: pip install 'mtl-bench[dask]'") from None
+                _compare(worker, theirs, mine)
+        finally:
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures.values()), force=True)
         crowded = {a: w["nthreads"] for a, w in workers.items() if w.get("nthreads", 1) > 1}
         if crowded and self.warnings:
             self.warnings.write(f"note: Dask worker(s) {crowded} have several threads but run one cell at a time "
-                                "(TensorFlow keeps its state per process): start workers with --nthreads 1 and "
+                                "(each runs its cells in one child process): start workers with --nthreads 1 and "
                                 "--nworkers N instead\n")
 
     def run(
@@ -188,40 +237,59 @@ class DaskCluster:
         """Runs ``fn(item)`` for every item on the cluster; see :class:`~mtl_bench.engine.executor.Executor`.
 
         Raises:
-            UserInputError: When the scheduler cannot be reached, no worker joins, or a worker's versions differ.
+            UserInputError: When the scheduler cannot be reached, no worker joins, or a worker's versions differ
+                (also a worker that joins during the run).
+            RunStopped: When the scheduler is lost or cancels the run's tasks (``--resume`` continues it).
             KeyboardInterrupt: On Ctrl-C or SIGTERM, after the queued items are cancelled.
         """
         if not items:
             return
         distributed = require()
-        import cloudpickle  # distributed's own dependency
+        self.prepare()
         client = self._connect()
+        mine = versions()
         futures: dict[Any, Any] = {}
         try:
             with executor.stop_on_sigterm():
-                self._check_workers(client, cloudpickle)
                 run_id = uuid.uuid4().hex[:8]
                 for i, item in enumerate(items):
-                    payload = cloudpickle.dumps((fn, initializer, item), protocol=pickle.HIGHEST_PROTOCOL)
+                    payload = _payload((fn, initializer, item, mine))
                     futures[client.submit(_on_worker, payload, pure=False, key=f"mtl-bench-{run_id}-{i}")] = item
                 for future in distributed.as_completed(list(futures), loop=client.loop):
-                    item = futures[future]
-                    if future.status == "error":
-                        err = future.exception()
-                        if isinstance(err, distributed.KilledWorker) and failed is not None:
-                            on_result(item, failed(item, executor.WORKER_DIED))
-                            continue
-                        raise err
-                    if future.status == "cancelled":
-                        raise RuntimeError("the Dask scheduler cancelled the run's tasks (lost connection?); "
-                                           "continue it with --resume")
-                    on_result(item, pickle.loads(future.result()))
+                    item = futures.pop(future)
+                    result = _result(distributed, future, item, failed)
+                    future.release()  # the worker may forget the result now: the driver holds it
+                    on_result(item, result)
         except BaseException:
             if futures:
                 with contextlib.suppress(Exception):  # the scheduler may be gone
                     client.cancel(list(futures), force=True)
             raise
-        finally:
-            if self.client is None:
-                with contextlib.suppress(Exception):
-                    client.close()
+
+
+def _payload(parts: tuple[Any, ...]) -> bytes:
+    import cloudpickle  # distributed's own dependency: functions of a script or a notebook travel by value
+
+    return cloudpickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _compare(worker: str, theirs: dict[str, str], mine: dict[str, str]) -> None:
+    differ = [f"{name} {theirs.get(name)} (driver {mine[name]})" for name in mine if theirs.get(name) != mine[name]]
+    if differ:
+        raise WorkerMismatch(f"Dask worker {worker} has other versions than this process, so the same seeds would "
+                             f"give other numbers: {', '.join(differ)}")
+
+
+def _result(distributed: Any, future: Any, item: Any, failed: Callable[[Any, str], Any] | None) -> Any:
+    """An item's result from its finished future: ``failed(item, ...)`` when its workers kept dying."""
+    if future.status == "error":
+        err = future.exception()
+        if isinstance(err, distributed.KilledWorker) and failed is not None:
+            return failed(item, executor.WORKER_DIED)
+        raise err
+    try:
+        return pickle.loads(future.result())
+    except (distributed.client.FutureCancelledError, concurrent.futures.CancelledError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunStopped(f"lost the Dask scheduler or the run's tasks ({reason}); the finished work is kept: "
+                         "continue with --resume") from None

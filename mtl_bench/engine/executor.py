@@ -54,7 +54,10 @@ class Executor(Protocol):
     processes pins TensorFlow there with it); ``failed(item, reason)`` gives the result of an item whose worker
     kept dying (None: raise). Ctrl-C and SIGTERM raise :class:`KeyboardInterrupt` after the executor has stopped
     its items. An exception ``fn`` raises ends the run: ``fn`` should return its failures as results.
+    ``prepare`` checks that the executor can run anything at all; an experiment calls it before it writes.
     """
+
+    def prepare(self) -> None: ...
 
     def run(
         self,
@@ -73,6 +76,9 @@ class LocalPool:
 
     jobs: int = 0
 
+    def prepare(self) -> None:
+        """Nothing to check: this machine runs the items."""
+
     def run(
         self,
         fn: Callable[[Any], Any],
@@ -89,6 +95,9 @@ class LocalPool:
 class InProcess:
     """This process, one item after another, with its own TensorFlow threads (for debugging; ``initializer`` is
     not run, so numbers may differ from a pool's in the last digits)."""
+
+    def prepare(self) -> None:
+        """Nothing to check: this process runs the items."""
 
     def run(
         self,

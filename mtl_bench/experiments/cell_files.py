@@ -21,6 +21,7 @@ import pandas as pd
 from mtl_bench import io
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells as cell_lib
+from mtl_bench.engine import executor
 from mtl_bench.engine.regimes import order_label
 from mtl_bench.experiments import rundir
 from mtl_bench.schema import BASELINE
@@ -122,12 +123,17 @@ def commit(cells_dir: Path, cell: Cell, outcome: Outcome) -> dict[str, Any]:
         return outcome.status
     for stem, frame in sorted(outcome.frames.items(), key=lambda kv: kv[0] == "metrics"):
         io.write_csv(cells_dir / f"{cell.key}.{stem}.csv", frame)
+    (cells_dir / f"{cell.key}.failed.json").unlink(missing_ok=True)  # a retried cell whose workers had died
     return outcome.status
 
 
 def committed(cells_dir: Path, cell: Cell) -> bool:
-    """A cell is done when its metrics file (written last) or its failure record exists."""
-    return (cells_dir / f"{cell.key}.metrics.csv").is_file() or (cells_dir / f"{cell.key}.failed.json").is_file()
+    """A cell is done when its metrics file (written last) or its failure record exists, unless the failure was
+    its workers' (they died: out of memory, a lost machine), which a resumed run tries again."""
+    if (cells_dir / f"{cell.key}.metrics.csv").is_file():
+        return True
+    failed = cells_dir / f"{cell.key}.failed.json"
+    return failed.is_file() and io.read_json(failed).get("reason") != executor.WORKER_DIED
 
 
 def committed_status(cells_dir: Path, cell: Cell) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import inspect
 import itertools
@@ -32,7 +31,6 @@ from typing import Any, TextIO
 
 import pandas as pd
 import tensorflow as tf
-import tomli_w
 
 from mtl_bench import experiments, io
 from mtl_bench.analysis.cohorts import summary_text as cohort_summary
@@ -264,13 +262,14 @@ def run(
     """
     config = resolve(config)
     the_plan = plan(config)
+    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
+    where.prepare()  # an unreachable cluster is refused before anything is written
     run_dir = rundir.new_dir(config, out, runs_root)
     with io.locked(run_dir):
         io.write_text(run_dir / experiments.CONFIG, config.to_toml())
         manifest = rundir.start(run_dir, config, notes=the_plan.notes, variant_columns=the_plan.variant_columns,
-                                cells={}, config_sha256=_digest(config))
-        return _execute(the_plan, run_dir, manifest, progress,
-                        executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
+                                cells={}, config_sha256=rundir.config_digest(config))
+        return _execute(the_plan, run_dir, manifest, progress, where)
 
 
 def resume(
@@ -294,22 +293,12 @@ def resume(
     with io.locked(run_dir):
         config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
         manifest = rundir.restart(run_dir, config)
-        recorded = manifest.get("config_sha256")
-        if recorded and recorded not in (_digest(config), _digest(config, legacy=True)):
-            raise UserInputError(
-                f"{run_dir / experiments.CONFIG} changed since the run started: its finished cells were trained "
-                "under the old settings; start a new run with --config instead of resuming")
-        manifest.setdefault("config_sha256", _digest(config))
+        rundir.check_unchanged(run_dir, manifest, config)
         if jobs is not None:
             config = dataclasses.replace(config, jobs=jobs)
-        return _execute(plan(config), run_dir, manifest, progress,
-                        executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
-
-
-def _digest(config: RunConfig, *, legacy: bool = False) -> str:
-    """The resolved configuration's hash but ``jobs`` (results do not depend on it; ``legacy``: with it, as before)."""
-    settings = config.to_dict() if legacy else {k: v for k, v in config.to_dict().items() if k != "jobs"}
-    return hashlib.sha256(tomli_w.dumps(settings).encode()).hexdigest()
+        where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
+        where.prepare()
+        return _execute(plan(config), run_dir, manifest, progress, where)
 
 
 def _execute(

@@ -69,7 +69,7 @@ from mtl_bench.engine import metrics as metrics_lib
 from mtl_bench.engine.executor import Executor
 from mtl_bench.engine.regimes import pretrain_last_day
 from mtl_bench.engine.training import Trainer, predict
-from mtl_bench.errors import UserInputError
+from mtl_bench.errors import RunStopped, UserInputError
 from mtl_bench.experiments import policy_report, rundir
 from mtl_bench.experiments import policy_arms as pa
 from mtl_bench.measures.divergence import output_drift
@@ -168,14 +168,6 @@ def _prefix(sim: recsim.Simulator, last_pretrain: int, per_day: int) -> tuple[pd
     selection = sim.outcomes(sim.requests(EVAL_ROWS), sim.logging_items(EVAL_ROWS, "random"))
     probe = sim.outcomes(sim.requests(PROBE_ROWS), sim.logging_items(PROBE_ROWS, "random"))
     return pd.concat(frames, ignore_index=True), selection, probe
-
-
-def _gini(counts: np.ndarray) -> float:
-    x = np.sort(np.asarray(counts, np.float64))
-    n = len(x)
-    if n == 0 or x.sum() == 0:
-        return float("nan")
-    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
 
 
 @dataclasses.dataclass
@@ -366,7 +358,7 @@ def _day_rows(model: keras.Model, encoder: recsim.Encoder, world: recsim.Simulat
                      "value": output_drift(pre_probe[t.name], after[t.name], t.kind)})
     counts = np.bincount(shown["item"], minlength=params["items"])
     for measure, value in (("click_rate", float(shown["click"].mean())), ("reward", float(np.mean(reward))),
-                           ("coverage", float((counts > 0).mean())), ("gini", _gini(counts))):
+                           ("coverage", float((counts > 0).mean())), ("gini", policy_report.gini(counts))):
         rows.append({**head, "task": "all", "measure": measure, "value": value})
     return rows
 
@@ -416,10 +408,11 @@ def run(
         UserInputError: For an invalid configuration (nothing is written then).
     """
     config = resolve(config)
+    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
+    where.prepare()
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
-    return _execute(config, out, rundir.start(out, config), progress,
-                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
+    return _execute(config, out, rundir.start(out, config, config_sha256=rundir.config_digest(config)), progress, where)
 
 
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
@@ -427,8 +420,11 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     """Continues the experiment in ``run_dir``: finished architecture × seed pairs are kept, the others run."""
     run_dir = Path(run_dir)
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
-    return _execute(config, run_dir, rundir.restart(run_dir, config), progress,
-                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
+    manifest = rundir.restart(run_dir, config)
+    rundir.check_unchanged(run_dir, manifest, config)
+    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
+    where.prepare()
+    return _execute(config, run_dir, manifest, progress, where)
 
 
 def _pair_file(out: Path, pair: tuple[str, int], stem: str) -> Path:
@@ -438,6 +434,11 @@ def _pair_file(out: Path, pair: tuple[str, int], stem: str) -> Path:
 
 def _run_pair(config: RunConfig, pair: tuple[str, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return run_arms(config, *pair)
+
+
+def _pair_died(pair: tuple[str, int], reason: str) -> Any:
+    raise RunStopped(f"policy pair {pair[0]} seed {pair[1]}: {reason}; the finished pairs are kept: continue with "
+                     "--resume")
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -468,7 +469,8 @@ def _execute(config: RunConfig, out: Path, manifest: dict[str, Any], progress: T
 
         if isinstance(where, executor_lib.InProcess):
             tf.config.experimental.enable_op_determinism()
-        where.run(functools.partial(_run_pair, config), pending, record, initializer=cells.init_worker)
+        where.run(functools.partial(_run_pair, config), pending, record, initializer=cells.init_worker,
+                  failed=_pair_died)
         frame = pd.concat([_read(_pair_file(out, pair, "policy")) for pair in pairs], ignore_index=True)
         updates = pd.concat([_read(_pair_file(out, pair, "updates")) for pair in pairs], ignore_index=True)
         io.write_csv(out / "policy.csv", frame)

@@ -27,6 +27,15 @@ VARIANT: tuple[str, ...] = ("arm", "kl", "epochs", "arch")
 TASKS: tuple[str, ...] = ("click", "conversion", "like")
 
 
+def gini(counts: np.ndarray) -> float:
+    """The Gini coefficient of impressions per item (0 = every item shown alike; (n - 1) / n = one item only)."""
+    x = np.sort(np.asarray(counts, np.float64))
+    n = len(x)
+    if n == 0 or x.sum() == 0:
+        return float("nan")
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
 def _ci(row: dict, name: str, per_seed: pd.Series) -> None:
     mean, low, high, _ = metrics_lib.mean_ci(per_seed.tolist())
     row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = mean, low, high

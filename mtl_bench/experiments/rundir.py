@@ -21,7 +21,7 @@ from mtl_bench.engine import executor
 from mtl_bench.engine.environment import versions
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
-from mtl_bench.experiments import MANIFEST, get
+from mtl_bench.experiments import CONFIG, MANIFEST, get
 
 RUNNING, COMPLETE, FAILED, INTERRUPTED = "running", "complete", "failed", "interrupted"
 
@@ -44,6 +44,28 @@ def new_dir(config: RunConfig, out: str | Path | None, runs_root: str | Path) ->
         raise UserInputError(f"run directory {run_dir} exists and is not empty; use --resume {run_dir} or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def config_digest(config: RunConfig, *, legacy: bool = False) -> str:
+    """The resolved configuration's hash but ``jobs`` (results do not depend on it; ``legacy``: with it, as before)."""
+    import tomli_w
+
+    settings = config.to_dict() if legacy else {k: v for k, v in config.to_dict().items() if k != "jobs"}
+    return hashlib.sha256(tomli_w.dumps(settings).encode()).hexdigest()
+
+
+def check_unchanged(run_dir: Path, manifest: dict[str, Any], config: RunConfig) -> None:
+    """Refuses to resume a run whose ``config.toml`` was edited since it started (then records its hash).
+
+    Raises:
+        UserInputError: Its finished work was done under other settings.
+    """
+    recorded = manifest.get("config_sha256")
+    if recorded and recorded not in (config_digest(config), config_digest(config, legacy=True)):
+        raise UserInputError(
+            f"{run_dir / CONFIG} changed since the run started: its finished work was done under the old settings; "
+            "start a new run with --config instead of resuming")
+    manifest.setdefault("config_sha256", config_digest(config))
 
 
 def _now() -> str:

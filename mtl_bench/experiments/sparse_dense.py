@@ -157,11 +157,12 @@ def run(
     """
     config = resolve(config)
     points = plan(config)
+    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
+    where.prepare()
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
     io.write_csv(out / "points.csv", points)
-    return _execute(config, points, out, rundir.start(out, config), progress,
-                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
+    return _execute(config, points, out, rundir.start(out, config), progress, where)
 
 
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,

@@ -261,5 +261,19 @@ def test_the_dask_executor_without_the_extra_says_what_to_install(tmp_path, caps
                      "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == ("mtl-bench: error: the dask executor needs the dask extra on the driver and every "
-                                 "worker: pip install 'mtl-bench[dask]'")
+                                 "worker: pip install 'mtl-bench[dask]' (or pip install distributed)")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_stopped_by_its_surroundings_is_one_line_and_exit_1(monkeypatch, capsys):
+    from mtl_bench.errors import RunStopped
+
+    def stopped(*args, **kwargs):
+        raise RunStopped("lost the Dask scheduler or the run's tasks (scheduler-connection-lost); the finished work "
+                         "is kept: continue with --resume")
+
+    monkeypatch.setattr(cli.experiments, "run", stopped)
+    assert cli.main(["run", "--arch", "mmoe", "--quiet"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "mtl-bench: error: lost the Dask scheduler or the run's tasks (scheduler-connection-lost); the finished work "
+        "is kept: continue with --resume")

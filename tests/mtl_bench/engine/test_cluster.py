@@ -3,6 +3,8 @@ files byte for byte, also when a worker is killed mid-cell; the executor refuses
 
 import filecmp
 import os
+import pickle
+import re
 import signal
 import sys
 import threading
@@ -15,7 +17,8 @@ import tensorflow as tf
 from mtl_bench import cli, io
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import executor
-from mtl_bench.errors import UserInputError
+from mtl_bench.engine import cells
+from mtl_bench.errors import RunStopped, UserInputError
 from mtl_bench.experiments import grid, policy
 
 distributed = pytest.importorskip("distributed")
@@ -64,7 +67,8 @@ def test_a_grid_on_the_cluster_equals_the_local_pool_byte_for_byte(cluster, loca
     # The cell processes run TensorFlow on one thread, as a local worker does; the Dask workers never load it.
     threads = {}
     cluster_lib.DaskCluster(cluster.scheduler_address).run(
-        lambda item: tf.config.threading.get_intra_op_parallelism_threads(), [0, 1], threads.__setitem__)
+        lambda item: tf.config.threading.get_intra_op_parallelism_threads(), [0, 1], threads.__setitem__,
+        initializer=cells.init_worker)
     assert threads == {0: 1, 1: 1}
     with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
         assert set(client.run(lambda: "tensorflow" in sys.modules).values()) == {False}
@@ -117,20 +121,54 @@ def test_policy_pairs_on_the_cluster_equal_the_local_pool(cluster, tmp_path):
         "shared_bottom__s1.policy.csv", "shared_bottom__s1.updates.csv"]
 
 
-def test_workers_with_other_versions_are_refused_before_anything_runs(cluster, monkeypatch):
+def test_workers_with_other_versions_are_refused_before_anything_runs(cluster, monkeypatch, tmp_path):
     mine = cluster_lib.versions()
     monkeypatch.setattr(cluster_lib, "versions", lambda: {**mine, "tensorflow": "0.0"})
-    ran = []
+    marker = tmp_path / "ran"
     with pytest.raises(UserInputError, match=r"has other versions than this process.*tensorflow .* \(driver 0\.0\)"):
-        cluster_lib.DaskCluster(cluster.scheduler_address).run(ran.append, [1, 2], lambda item, result: None)
-    assert not ran
+        cluster_lib.DaskCluster(cluster.scheduler_address).run(Path.touch, [marker], lambda item, result: None)
+    assert not marker.exists()
+    config = RunConfig(archs=["mmoe"])
+    with pytest.raises(UserInputError, match="has other versions"):
+        grid.run(config, out=tmp_path / "run", progress=None, executor=cluster_lib.DaskCluster(cluster.scheduler_address))
+    assert not (tmp_path / "run").exists()  # refused before the run directory is written
 
 
-def test_an_unreachable_scheduler_is_one_line(monkeypatch):
+def test_a_worker_that_joins_with_other_versions_stops_at_its_first_cell(monkeypatch):
+    """The check inside a cell process, for workers that join after the run began."""
+    monkeypatch.setattr(cluster_lib, "_INITIALIZED", set())
+    driver = {**cluster_lib.versions(), "numpy": "0.0"}
+    payload = cluster_lib._payload((abs, None, -3, driver))
+    with pytest.raises(cluster_lib.WorkerMismatch, match=r"numpy \S+ \(driver 0\.0\)"):
+        cluster_lib._run_pickled(payload)
+    assert pickle.loads(cluster_lib._run_pickled(cluster_lib._payload((abs, None, -3, cluster_lib.versions())))) == 3
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:9", "http://127.0.0.1:9", "localhost"])
+def test_an_unreachable_or_malformed_scheduler_is_one_line_and_writes_nothing(address, monkeypatch, tmp_path):
     monkeypatch.setattr(cluster_lib, "CONNECT_SECONDS", 1.0)
-    with pytest.raises(UserInputError, match=r"^cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9: ") as err:
-        cluster_lib.DaskCluster("tcp://127.0.0.1:9").run(abs, [1], lambda item, result: None)
-    assert "\n" not in str(err.value)
+    with pytest.raises(UserInputError, match=rf"^cannot reach the Dask scheduler at {re.escape(address)}: ") as err:
+        grid.run(RunConfig(archs=["mmoe"]), out=tmp_path / "run", progress=None, executor=cluster_lib.DaskCluster(address))
+    assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_workers_inside_the_driver_are_refused():
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as in_process:
+        with pytest.raises(UserInputError, match=r"run inside this process \(processes=False\)"):
+            cluster_lib.DaskCluster(in_process.scheduler_address).prepare()
+
+
+def test_a_lost_scheduler_stops_the_run_in_one_line():
+    import concurrent.futures
+
+    class Cancelled:
+        status = "cancelled"
+
+        def result(self):
+            raise concurrent.futures.CancelledError("scheduler-connection-lost")
+
+    with pytest.raises(RunStopped, match=r"^lost the Dask scheduler or the run's tasks \(scheduler-connection-lost\); .* --resume$"):
+        cluster_lib._result(distributed, Cancelled(), "item", None)
 
 
 def test_an_item_whose_workers_keep_dying_is_reported_failed(cluster):

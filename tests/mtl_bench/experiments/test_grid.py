@@ -465,6 +465,9 @@ def test_default_jobs_leaves_busy_cores_alone(monkeypatch, load, expected):
 class _WorkersKeepDying:
     """An executor whose every worker dies: each item gets the ``failed`` result, as after three broken pools."""
 
+    def prepare(self):
+        pass
+
     def run(self, fn, items, on_result, *, initializer=None, failed=None):
         for item in items:
             on_result(item, failed(item, "the worker process running it died (killed, or out of memory)"))
@@ -484,6 +487,11 @@ def test_cells_whose_workers_died_are_failed_with_the_reason_and_the_run_ends(tm
                           "wall_seconds": None}
         assert runner.io.read_json(run_dir / "cells" / f"{key}.failed.json") == status
     assert progress.getvalue().count("FAILED") == 2
+    # Their workers' deaths are no verdict on the cells: resuming tries them again, and they complete.
+    runner.resume(run_dir, progress=None, in_process=True)
+    manifest = runner.io.read_json(run_dir / "manifest.json")
+    assert manifest["status"] == "complete" and {v["status"] for v in manifest["cells"].values()} == {"complete"}
+    assert not list((run_dir / "cells").glob("*.failed.json"))
 
 
 def test_a_cell_computes_its_results_without_writing_and_the_driver_commits_them(tmp_path, monkeypatch):

@@ -136,11 +136,11 @@ def test_arms_replay_the_same_world():
 
 
 def test_gini():
-    assert policy._gini(np.array([0, 0, 0, 10])) == pytest.approx(0.75)  # (n - 1) / n when one item takes all
-    assert policy._gini(np.array([5, 5, 5, 5])) == pytest.approx(0.0)
+    assert policy_report.gini(np.array([0, 0, 0, 10])) == pytest.approx(0.75)  # (n - 1) / n when one item takes all
+    assert policy_report.gini(np.array([5, 5, 5, 5])) == pytest.approx(0.0)
     x = np.array([1.0, 2.0, 3.0, 10.0])
     mean_abs_diff = np.abs(x[:, None] - x[None, :]).mean()
-    assert policy._gini(x) == pytest.approx(mean_abs_diff / (2 * x.mean()))
+    assert policy_report.gini(x) == pytest.approx(mean_abs_diff / (2 * x.mean()))
 
 
 @pytest.mark.parametrize("reward, untouched", [("click", ("conversion", "like")), ("engagement", ())])
@@ -281,3 +281,26 @@ def test_resume_keeps_finished_pairs_and_runs_the_missing_ones(tmp_path):
     assert sorted(p.name for p in pairs.glob("shared_bottom__s1.*")) == ["shared_bottom__s1.policy.csv",
                                                                          "shared_bottom__s1.updates.csv"]
     assert {n: (run_dir / n).read_bytes() for n in first} == first
+    # Pairs are kept by architecture and seed only: a config.toml edited since is refused, as for a grid.
+    (run_dir / "config.toml").write_text((run_dir / "config.toml").read_text().replace("epochs = 1", "epochs = 2"))
+    with pytest.raises(UserInputError, match="changed since the run started"):
+        policy.resume(run_dir, progress=None)
+
+
+class _WorkersKeepDying:
+    def prepare(self):
+        pass
+
+    def run(self, fn, items, on_result, *, initializer=None, failed=None):
+        for item in items:
+            on_result(item, failed(item, "the worker process running it died (killed, or out of memory)"))
+
+
+def test_a_pair_whose_workers_keep_dying_stops_the_run_in_one_line(tmp_path, capsys):
+    from mtl_bench.errors import RunStopped
+
+    config = RunConfig(suite="recsim", suite_params=TINY, archs=["mmoe"], seeds=1, experiment="policy")
+    with pytest.raises(RunStopped, match=r"^policy pair mmoe seed 0: the worker process running it died .* --resume$"):
+        policy.run(config, out=tmp_path / "run", progress=None, executor=_WorkersKeepDying())
+    manifest = __import__("mtl_bench.io").io.read_json(tmp_path / "run" / "manifest.json")
+    assert manifest["status"] == "failed" and manifest["reason"].startswith("RunStopped: policy pair mmoe seed 0")

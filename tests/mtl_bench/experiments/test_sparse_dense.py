@@ -47,6 +47,9 @@ class _Recording:
     def __init__(self) -> None:
         self.items: list = []
 
+    def prepare(self) -> None:
+        pass
+
     def run(self, fn, items, on_result, **kw):
         self.items += list(items)
         InProcess().run(fn, items, on_result, **kw)
