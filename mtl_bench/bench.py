@@ -203,7 +203,7 @@ def executors(*, workers: int = 2, seeds: int = 4) -> dict[str, float]:
         local_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster:
+                                      dashboard_address=":0") as cluster:
             there = grid.run(config, out=Path(tmp) / "dask", progress=None,
                              executor=DaskCluster(cluster.scheduler_address, warnings=None))
         dask_seconds = time.perf_counter() - t0

@@ -37,7 +37,7 @@ TINY_WORLD = {"users": 100, "items": 50, "categories": 5, "days": 5, "impression
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
         yield c
 
 
@@ -153,7 +153,7 @@ def test_an_unreachable_or_malformed_scheduler_is_one_line_and_writes_nothing(ad
 
 
 def test_workers_inside_the_driver_are_refused():
-    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as in_process:
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as in_process:
         with pytest.raises(UserInputError, match=r"run inside this process \(processes=False\)"):
             cluster_lib.DaskCluster(in_process.scheduler_address).prepare()
 
