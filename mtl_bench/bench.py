@@ -204,8 +204,8 @@ def executors(*, workers: int = 2, seeds: int = 4) -> dict[str, float]:
         t0 = time.perf_counter()
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       dashboard_address=":0") as cluster:
-            there = grid.run(config, out=Path(tmp) / "dask", progress=None,
-                             executor=DaskCluster(cluster.scheduler_address, warnings=None))
+            with DaskCluster(cluster.scheduler_address, warnings=None) as on_cluster:
+                there = grid.run(config, out=Path(tmp) / "dask", progress=None, executor=on_cluster)
         dask_seconds = time.perf_counter() - t0
         same = filecmp.cmp(local / "summary.csv", there / "summary.csv", shallow=False)
     cells = len(grid.plan(grid.resolve(config)).cells)

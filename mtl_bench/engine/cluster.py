@@ -145,6 +145,7 @@ class DaskCluster:
     client: Any = None
     warnings: TextIO | None = sys.stderr
     _own: Any = dataclasses.field(default=None, init=False, repr=False)  # a client this object opened
+    _checked: Any = dataclasses.field(default=None, init=False, repr=False)  # the client prepare() last checked
 
     def __post_init__(self) -> None:
         require()  # refuse at once, before a run starts, when the extra is missing
@@ -219,6 +220,7 @@ class DaskCluster:
         finally:
             with contextlib.suppress(Exception):
                 client.cancel(list(futures.values()), force=True)
+        self._checked = client
         crowded = {a: w["nthreads"] for a, w in workers.items() if w.get("nthreads", 1) > 1}
         if crowded and self.warnings:
             self.warnings.write(f"note: Dask worker(s) {crowded} have several threads but run one cell at a time "
@@ -245,7 +247,8 @@ class DaskCluster:
         if not items:
             return
         distributed = require()
-        self.prepare()
+        if self._checked is not self._connect():  # workers that join later are checked at their first item
+            self.prepare()
         client = self._connect()
         mine = versions()
         futures: dict[Any, Any] = {}
