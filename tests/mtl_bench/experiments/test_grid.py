@@ -462,24 +462,13 @@ def test_default_jobs_leaves_busy_cores_alone(monkeypatch, load, expected):
     assert executor.default_jobs() == expected
 
 
-class _WorkersKeepDying:
-    """An executor whose every worker dies: each item gets the ``failed`` result, as after three broken pools."""
-
-    def prepare(self):
-        pass
-
-    def run(self, fn, items, on_result, *, initializer=None, failed=None):
-        for item in items:
-            on_result(item, failed(item, "the worker process running it died (killed, or out of memory)"))
-
-
-def test_cells_whose_workers_died_are_failed_with_the_reason_and_the_run_ends(tmp_path):
+def test_cells_whose_workers_died_are_failed_with_the_reason_and_the_run_ends(tmp_path, workers_keep_dying):
     """A bug report: the progress line formatted a died cell's wall time (None) and crashed the run."""
     import io as std_io
 
     progress = std_io.StringIO()
     config = _small(archs=["shared_bottom"], regimes=["single", "joint"])
-    run_dir = runner.run(config, out=tmp_path / "run", progress=progress, executor=_WorkersKeepDying())
+    run_dir = runner.run(config, out=tmp_path / "run", progress=progress, executor=workers_keep_dying)
     manifest = runner.io.read_json(run_dir / "manifest.json")
     assert manifest["status"] == "failed" and len(manifest["cells"]) == 2
     for key, status in manifest["cells"].items():

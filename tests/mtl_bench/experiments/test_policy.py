@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtl_bench import cli
+from mtl_bench import cli, io
 from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
 from mtl_bench.experiments import policy, policy_report
@@ -287,20 +287,11 @@ def test_resume_keeps_finished_pairs_and_runs_the_missing_ones(tmp_path):
         policy.resume(run_dir, progress=None)
 
 
-class _WorkersKeepDying:
-    def prepare(self):
-        pass
-
-    def run(self, fn, items, on_result, *, initializer=None, failed=None):
-        for item in items:
-            on_result(item, failed(item, "the worker process running it died (killed, or out of memory)"))
-
-
-def test_a_pair_whose_workers_keep_dying_stops_the_run_in_one_line(tmp_path, capsys):
+def test_a_pair_whose_workers_keep_dying_stops_the_run_in_one_line(tmp_path, workers_keep_dying):
     from mtl_bench.errors import RunStopped
 
     config = RunConfig(suite="recsim", suite_params=TINY, archs=["mmoe"], seeds=1, experiment="policy")
     with pytest.raises(RunStopped, match=r"^policy pair mmoe seed 0: the worker process running it died .* --resume$"):
-        policy.run(config, out=tmp_path / "run", progress=None, executor=_WorkersKeepDying())
-    manifest = __import__("mtl_bench.io").io.read_json(tmp_path / "run" / "manifest.json")
+        policy.run(config, out=tmp_path / "run", progress=None, executor=workers_keep_dying)
+    manifest = io.read_json(tmp_path / "run" / "manifest.json")
     assert manifest["status"] == "failed" and manifest["reason"].startswith("RunStopped: policy pair mmoe seed 0")
