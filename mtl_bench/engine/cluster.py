@@ -174,6 +174,12 @@ class DaskCluster:
         distributed = require()
         address = self.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         try:
+            # Checked first: a Client that fails to connect lingers and complains at exit, a minute later.
+            scheme, location = distributed.comm.addressing.parse_address(address)
+            distributed.comm.registry.get_backend(scheme)
+            if scheme in ("tcp", "tls"):
+                socket.create_connection(distributed.comm.addressing.parse_host_port(location),
+                                         timeout=CONNECT_SECONDS).close()
             self._own = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
