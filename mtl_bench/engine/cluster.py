@@ -69,15 +69,6 @@ def require() -> Any:
     return distributed
 
 
-def available() -> bool:
-    """Whether ``dask.distributed`` is installed here."""
-    try:
-        require()
-    except UserInputError:
-        return False
-    return True
-
-
 class WorkerMismatch(UserInputError):
     """A Dask worker whose versions differ from the driver's (found before a run, or when it joins during one)."""
 

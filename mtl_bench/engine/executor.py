@@ -111,11 +111,16 @@ class InProcess:
         run_in_process(fn, items, on_result)
 
 
-def choose(given: Executor | None, *, jobs: int, in_process: bool = False) -> Executor:
-    """The executor of a run: ``given``, else :class:`InProcess` when ``in_process``, else a :class:`LocalPool`."""
-    if given is not None:
-        return given
-    return InProcess() if in_process else LocalPool(jobs)
+def ready(given: Executor | None, *, jobs: int, in_process: bool = False) -> Executor:
+    """The executor of a run, prepared: ``given``, else :class:`InProcess` when ``in_process``, else a
+    :class:`LocalPool`. An experiment calls it before it writes, so an unusable cluster leaves nothing behind.
+
+    Raises:
+        UserInputError: The executor cannot run the items (see :meth:`Executor.prepare`).
+    """
+    where = given if given is not None else InProcess() if in_process else LocalPool(jobs)
+    where.prepare()
+    return where
 
 
 def default_jobs() -> int:

@@ -262,8 +262,7 @@ def run(
     """
     config = resolve(config)
     the_plan = plan(config)
-    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
-    where.prepare()  # an unreachable cluster is refused before anything is written
+    where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
     run_dir = rundir.new_dir(config, out, runs_root)
     with io.locked(run_dir):
         io.write_text(run_dir / experiments.CONFIG, config.to_toml())
@@ -296,8 +295,7 @@ def resume(
         rundir.check_unchanged(run_dir, manifest, config)
         if jobs is not None:
             config = dataclasses.replace(config, jobs=jobs)
-        where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
-        where.prepare()
+        where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
         return _execute(plan(config), run_dir, manifest, progress, where)
 
 

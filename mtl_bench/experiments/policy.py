@@ -408,8 +408,7 @@ def run(
         UserInputError: For an invalid configuration (nothing is written then).
     """
     config = resolve(config)
-    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
-    where.prepare()
+    where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
     return _execute(config, out, rundir.start(out, config, config_sha256=rundir.config_digest(config)), progress, where)
@@ -422,8 +421,7 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
     manifest = rundir.restart(run_dir, config)
     rundir.check_unchanged(run_dir, manifest, config)
-    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
-    where.prepare()
+    where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
     return _execute(config, run_dir, manifest, progress, where)
 
 

@@ -157,12 +157,12 @@ def run(
     """
     config = resolve(config)
     points = plan(config)
-    where = executor_lib.choose(executor, jobs=config.jobs, in_process=in_process)
-    where.prepare()
+    where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
     out = rundir.new_dir(config, out, runs_root)
     io.write_text(out / experiments.CONFIG, config.to_toml())
     io.write_csv(out / "points.csv", points)
-    return _execute(config, points, out, rundir.start(out, config), progress, where)
+    manifest = rundir.start(out, config, config_sha256=rundir.config_digest(config))
+    return _execute(config, points, out, manifest, progress, where)
 
 
 def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_process: bool = False,
@@ -170,10 +170,12 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     """Continues the sweep: finished points are kept, interrupted ones resumed, missing ones run."""
     run_dir = Path(run_dir)
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
+    manifest = rundir.restart(run_dir, config)
+    rundir.check_unchanged(run_dir, manifest, config)
+    where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
     points = plan(config)
     io.write_csv(run_dir / "points.csv", points)
-    return _execute(config, points, run_dir, rundir.restart(run_dir, config), progress,
-                    executor_lib.choose(executor, jobs=config.jobs, in_process=in_process))
+    return _execute(config, points, run_dir, manifest, progress, where)
 
 
 def _execute(config: RunConfig, points: pd.DataFrame, out: Path, manifest: dict[str, Any],

@@ -21,17 +21,22 @@ running one. Trials are therefore distinct and never more than ``n_trials`` are 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import math
+import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import optuna
+import sqlalchemy
 
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells
@@ -115,6 +120,36 @@ class _TrialSkipped(Exception):
     """A trial not run (a repeat, or over budget); its reason is in its user attrs."""
 
 
+# A twin process creating the same storage at the same instant: Optuna's schema and version rows are created
+# with check-then-insert, so one of the two fails ("table studies already exists", a UNIQUE failure on the
+# version row). The second attempt finds them made.
+_INIT_RACES = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, optuna.exceptions.StorageInternalError)
+_INIT_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def _creating_alone(url: str) -> Iterator[None]:
+    """Holds an ``flock`` on an SQLite storage's file while the block creates the storage (a no-op otherwise).
+
+    SQLite's own locks are POSIX record locks, which on Linux are independent of ``flock``; the lock leaves
+    no file behind but the database file itself, which SQLite reads as an empty database.
+    """
+    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or not Path(database).parent.is_dir():
+        yield  # nothing to share, or a path RDBStorage will report
+        return
+    try:
+        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
     kwargs: dict[str, Any] = {}
     url = setup.storage
@@ -124,19 +159,24 @@ def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
             url = "postgresql+psycopg2://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=setup.heartbeat_interval,
-                grace_period=setup.grace_period,
-                **kwargs,
-            )
-    except (ImportError, ModuleNotFoundError) as err:
-        raise UserInputError(f"storage {setup.storage!r} needs a database driver: {err}") from None
-    except Exception as err:  # sqlalchemy errors: bad URL, unreachable server
-        raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
+    for attempt in range(1, _INIT_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings(), _creating_alone(url):
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=setup.heartbeat_interval,
+                    grace_period=setup.grace_period,
+                    **kwargs,
+                )
+        except (ImportError, ModuleNotFoundError) as err:
+            raise UserInputError(f"storage {setup.storage!r} needs a database driver: {err}") from None
+        except _INIT_RACES as err:
+            if attempt == _INIT_ATTEMPTS:
+                raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
+        except Exception as err:  # sqlalchemy errors: bad URL, unreachable server
+            raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def _signature(setup: StudySetup) -> dict[str, Any]:

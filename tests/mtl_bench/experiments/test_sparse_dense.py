@@ -1,5 +1,7 @@
 """The sparse-dense sweep: parameter matching by formula and a tiny end-to-end sweep."""
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -7,6 +9,7 @@ from mtl_bench import cli, experiments, io
 from mtl_bench.experiments import sparse_dense
 from mtl_bench.config import RunConfig
 from mtl_bench.engine.executor import InProcess
+from mtl_bench.errors import UserInputError
 from mtl_bench.tasks import recsim
 
 TINY = {"users": 150, "items": 60, "categories": 5, "days": 5, "impressions_per_day": 600}
@@ -99,6 +102,31 @@ def test_resume_reuses_the_points(sweep):
     before = (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text()
     assert experiments.resume(sweep, in_process=True, progress=None) == sweep
     assert (sweep / "points" / "embedding_dim=8" / "metrics.csv").read_text() == before
+
+
+class _Unreachable:
+    def prepare(self) -> None:
+        raise UserInputError("cannot reach the Dask scheduler at tcp://h:1")
+
+    def run(self, fn, items, on_result, **kw):
+        raise AssertionError("an unprepared executor ran items")
+
+
+def _files(directory):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_resume_checks_the_executor_and_the_config_before_it_writes(sweep, tmp_path):
+    copy = shutil.copytree(sweep, tmp_path / "exp")
+    before = _files(copy)
+    with pytest.raises(UserInputError, match="cannot reach"):
+        experiments.resume(copy, executor=_Unreachable(), progress=None)
+    assert _files(copy) == before
+    config = copy / "config.toml"
+    assert "epochs = 1\n" in config.read_text()
+    config.write_text(config.read_text().replace("epochs = 1\n", "epochs = 2\n"))
+    with pytest.raises(UserInputError, match="changed since the run started"):
+        experiments.resume(copy, in_process=True, progress=None)
 
 
 def test_sparse_dense_needs_recsim(tmp_path, capsys):
