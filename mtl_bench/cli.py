@@ -21,15 +21,15 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1  # the run ran but every cell failed: scripts must see it
 
 
-def _run_config(args: argparse.Namespace):
-    from mtl_bench.config import RunConfig
+def _suite_flags(args: argparse.Namespace, data: dict[str, Any], default_params: dict[str, Any]) -> None:
+    """Sets ``data``'s suite and suite parameters from the suite flags of ``run`` and ``tune``.
 
-    config = RunConfig.from_toml(args.config) if args.config else None
-    data: dict[str, Any] = config.to_dict() if config else {}
+    ``default_params`` are the suite parameters when neither a config nor ``--suite`` names a suite.
+    """
     if args.suite and args.suite != data.get("suite"):
         data["suite"] = args.suite
         data["suite_params"] = {}
-    params = dict(data.get("suite_params", RunConfig().suite_params if "suite" not in data else {}))
+    params = dict(data.get("suite_params", default_params if "suite" not in data else {}))
     if args.group:
         params["group"] = args.group
     if args.table:
@@ -47,6 +47,14 @@ def _run_config(args: argparse.Namespace):
         if args.table or "table" in dict(args.param) or "sha256" not in params:
             params["sha256"] = fingerprint(params["table"])
     data["suite_params"] = params
+
+
+def _run_config(args: argparse.Namespace):
+    from mtl_bench.config import RunConfig
+
+    config = RunConfig.from_toml(args.config) if args.config else None
+    data: dict[str, Any] = config.to_dict() if config else {}
+    _suite_flags(args, data, RunConfig().suite_params)
     for name, value in args.task_weight:
         data.setdefault("task_weights", {})[name] = value
     for flag, key in _RUN_FLAGS:
@@ -221,14 +229,7 @@ def _tune_config(args: argparse.Namespace):
     from mtl_bench.config import RunConfig
 
     data: dict[str, Any] = RunConfig.from_toml(args.config).to_dict() if args.config else {}
-    if args.suite and args.suite != data.get("suite"):
-        data["suite"], data["suite_params"] = args.suite, {}
-    params = dict(data.get("suite_params", {}))
-    for flag, key in [("group", "group"), ("table", "table"), ("data_dir", "data_dir")]:
-        if getattr(args, flag):
-            params[key] = getattr(args, flag)
-    params.update(dict(args.param))
-    data["suite_params"] = params
+    _suite_flags(args, data, {})
     for key in ("epochs", "first_seed", "max_train_rows", "max_eval_rows"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)

@@ -382,6 +382,18 @@ def test_config_toml_reproduces_a_table_run_from_another_directory(tmp_path, mon
     assert not any("changed" in note for note in table.load(**fresh.suite_params).notes)
 
 
+def test_tune_records_the_table_as_run_does_so_its_best_config_runs_from_another_directory(tmp_path, monkeypatch):
+    from mtl_bench import cli
+
+    _write(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    parser = cli._build_parser()
+    tuned = cli._tune_config(parser.parse_args(["tune", "--suite", "table", "--table", "clicks.toml", "--arch", "mmoe"]))
+    assert tuned.suite_params == _cli_config(["run", "--suite", "table", "--table", "clicks.toml"]).suite_params
+    assert tuned.suite_params["table"] == str((tmp_path / "clicks.toml").resolve())
+    assert tuned.suite_params["sha256"] == table.fingerprint(str(tmp_path / "clicks.toml"))
+
+
 def test_depends_on_declares_a_conditional_task_and_its_labels_must_nest(tmp_path):
     """A conversion labelled on every impression is 1 only where the click is 1 (ESMM's entire space)."""
     from mtl_bench.errors import UserInputError
