@@ -56,7 +56,7 @@ CHECK_SECONDS = 300.0  # a worker's first task starts its cell process, which im
 
 _LOCK = threading.Lock()  # one item at a time per Dask worker process, whatever its threads
 _CELL_PROCESS: dict[str, Any] = {"pool": None, "items": 0}  # on a Dask worker: its cell process and its item count
-_INITIALIZED: set[Any] = set()  # in a cell process: the initializers it has run
+_INITIALIZED: set[Any] = set()  # in a cell process: the (pickled) initializers it has run, and "versions"
 
 
 def require() -> Any:
@@ -75,14 +75,18 @@ class WorkerMismatch(UserInputError):
 
 def _run_pickled(payload: bytes) -> bytes:
     """In a cell process: ``fn(item)`` of the pickled ``(fn, initializer, item, driver_versions)``, after checking
-    this process's versions against the driver's and running ``initializer`` on its first item; the result comes
-    back pickled."""
+    this process's versions against the driver's and running the initializer on its first item; the result
+    comes back pickled.
+
+    The initializer travels pickled on its own and is known by those bytes: a closure unpickles as a new object
+    for every item, and would otherwise run again each time.
+    """
     fn, initializer, item, expected = pickle.loads(payload)
     if expected is not None and "versions" not in _INITIALIZED:
         _compare(f"{socket.gethostname()} (pid {os.getppid()})", versions(), expected)
         _INITIALIZED.add("versions")
     if initializer is not None and initializer not in _INITIALIZED:
-        initializer()
+        pickle.loads(initializer)()
         _INITIALIZED.add(initializer)
     return pickle.dumps(fn(item), protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -252,8 +256,9 @@ class DaskCluster:
         try:
             with executor.stop_on_sigterm():
                 run_id = uuid.uuid4().hex[:8]
+                start = None if initializer is None else _payload(initializer)
                 for i, item in enumerate(items):
-                    payload = _payload((fn, initializer, item, mine))
+                    payload = _payload((fn, start, item, mine))
                     futures[client.submit(_on_worker, payload, pure=False, key=f"mtl-bench-{run_id}-{i}")] = item
                 for future in distributed.as_completed(list(futures), loop=client.loop):
                     item = futures.pop(future)

@@ -144,6 +144,22 @@ def test_a_worker_that_joins_with_other_versions_stops_at_its_first_cell(monkeyp
     assert pickle.loads(cluster_lib._run_pickled(cluster_lib._payload((abs, None, -3, cluster_lib.versions())))) == 3
 
 
+def test_a_closure_initializer_runs_once_per_cell_process(cluster, tmp_path):
+    # A closure unpickles as a new object for every item: known by identity, it would run before every item.
+    log = tmp_path / "initialized"
+
+    def initializer():
+        with log.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    results = {}
+    cluster_lib.DaskCluster(cluster.scheduler_address).run(abs, list(range(-8, 0)), results.__setitem__,
+                                                           initializer=initializer)
+    assert results == {i: -i for i in range(-8, 0)}
+    pids = log.read_text().split()
+    assert 1 <= len(pids) == len(set(pids)), pids
+
+
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:9", "http://127.0.0.1:9", "localhost"])
 def test_an_unreachable_or_malformed_scheduler_is_one_line_and_writes_nothing(address, monkeypatch, tmp_path):
     monkeypatch.setattr(cluster_lib, "CONNECT_SECONDS", 1.0)
