@@ -51,7 +51,7 @@ def test_notebook_runs(name: str, tmp_path: Path):
     nbformat.validate(nb)
     _inject(nb, _parameters(name, tmp_path))
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",  # per cell, on a loaded machine
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     assert nb.cells[-1].outputs[0]["text"].strip() == sys.prefix, "the kernel must run on the test's interpreter"

@@ -108,7 +108,8 @@ def _on_worker(payload: bytes) -> bytes:
             # the worker anyway (PR_SET_PDEATHSIG), which is all a daemon's children are promised.
             multiprocessing.current_process()._config["daemon"] = False
             pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                          initializer=executor.start_worker, initargs=(None,))
+                                                          initializer=executor.start_worker,
+                                                          initargs=(None, os.getpid()))
             _CELL_PROCESS.update(pool=pool, items=0)
         _CELL_PROCESS["items"] += 1
         try:

@@ -159,18 +159,20 @@ class Progress:
         self.stream.flush()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died before the request took effect
+        # The parent died before the request took effect: the orphan now belongs to init or to a subreaper.
+        if os.getppid() != parent:
             os._exit(1)
 
 
-def start_worker(initializer: Callable[[], None] | None) -> None:
-    """What a worker process does first: die with its parent, leave Ctrl-C to it, then run ``initializer``."""
-    _die_with_parent()
+def start_worker(initializer: Callable[[], None] | None, parent: int) -> None:
+    """What a worker process does first: die with its parent (the process ``parent``, which started it), leave
+    Ctrl-C to it, then run ``initializer``."""
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if initializer is not None:
@@ -257,7 +259,7 @@ def run(
         while pending:
             workers = max(1, min(jobs, len(pending)))
             pool = concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=start_worker, initargs=(initializer,)
+                workers, mp_context=context, initializer=start_worker, initargs=(initializer, os.getpid())
             )
             broken: BrokenProcessPool | None = None
             try:

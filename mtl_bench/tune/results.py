@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io as io_lib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -171,9 +172,9 @@ def _plots(study: optuna.Study, out: Path, ctx: ObjectiveContext, objective: str
                 ax.set_title(f"Hyperparameter importances ({n_complete} complete trials)")
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             path = out / "plots" / f"{name}.png"
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
-            tmp.replace(path)
+            png = io_lib.BytesIO()
+            fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
+            io.write_bytes(path, png.getvalue())  # a temporary file of its own: twin processes write plots too
             plt.close(fig)
         except Exception as err:  # too few trials, a constant parameter, ...
             notes.append(f"plot {name} skipped: {str(err).splitlines()[0] if str(err) else type(err).__name__}")

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -129,7 +130,8 @@ _INIT_ATTEMPTS = 3
 
 @contextlib.contextmanager
 def _creating_alone(url: str) -> Iterator[None]:
-    """Holds an ``flock`` on an SQLite storage's file while the block creates the storage (a no-op otherwise).
+    """Holds an ``flock`` on an SQLite storage's file while the block creates the storage and its study (a
+    no-op for other storages, whose twins rely on :data:`_INIT_RACES` and :func:`_settled`).
 
     SQLite's own locks are POSIX record locks, which on Linux are independent of ``flock``; the lock leaves
     no file behind but the database file itself, which SQLite reads as an empty database.
@@ -161,7 +163,7 @@ def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     for attempt in range(1, _INIT_ATTEMPTS + 1):
         try:
-            with warnings.catch_warnings(), _creating_alone(url):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,
@@ -224,15 +226,36 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
     n_values = objective.n_values(context(setup))
     sampler = TrialSeededTPE(setup.sampler_seed)
     pruner = make_pruner(setup)
-    storage = _storage(setup)
     if not create:
-        return optuna.load_study(storage=storage, study_name=setup.study_name, sampler=sampler, pruner=pruner)
-    study = optuna.create_study(
-        storage=storage, study_name=setup.study_name, sampler=sampler, pruner=pruner,
-        directions=["maximize"] * n_values, load_if_exists=True,
-    )
+        return optuna.load_study(storage=_storage(setup), study_name=setup.study_name, sampler=sampler,
+                                 pruner=pruner)
+    with _creating_alone(setup.storage):
+        study = optuna.create_study(
+            storage=_storage(setup), study_name=setup.study_name, sampler=sampler, pruner=pruner,
+            directions=["maximize"] * n_values, load_if_exists=True,
+        )
+        _sign(study, setup)
+    return study
+
+
+def _settled(study: optuna.Study, keys: Sequence[str]) -> dict[str, Any]:
+    """The study's user attrs ``keys``, read again while a twin process is writing them (some set, some not)."""
+    for _ in range(100):
+        stored = {k: study.user_attrs.get(k) for k in keys}
+        if len({v is None for v in stored.values()}) == 1:
+            break
+        time.sleep(0.1)
+    return stored
+
+
+def _sign(study: optuna.Study, setup: StudySetup) -> None:
+    """Records the setup's signature and budget in a new study, or checks them against a resumed one's.
+
+    Raises:
+        UserInputError: The stored study was made for another arm, suite variant or per-trial budget.
+    """
     signature = _signature(setup)
-    stored = {k: study.user_attrs.get(k) for k in signature}
+    stored = _settled(study, list(signature))
     if all(v is None for v in stored.values()):
         for key, value in signature.items():
             study.set_user_attr(key, value)
@@ -251,7 +274,6 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
             f"({_changes(recorded, current)}); its trials would not be comparable: resume with the same "
             "settings, or use another --study name"
         )
-    return study
 
 
 def is_counted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -79,13 +79,14 @@ def test_a_worker_killed_mid_cell_loses_only_that_cell(cluster, local_run, tmp_p
     out = tmp_path / "run"
     config = RunConfig.from_toml(local_run / "config.toml")
     killed: dict[str, int] = {}
+    done = threading.Event()  # a failed run must not leave the killer loose on the next tests' workers
 
     def kill_one_running_worker() -> None:
         deadline = time.time() + 300
         # After the first committed cell both workers are warm and busy with the next ones.
-        while time.time() < deadline and not list((out / "cells").glob("*.metrics.csv")):
+        while time.time() < deadline and not done.is_set() and not list((out / "cells").glob("*.metrics.csv")):
             time.sleep(0.2)
-        while time.time() < deadline and not killed:
+        while time.time() < deadline and not done.is_set() and not killed:
             pids = client.run(os.getpid)
             for address, keys in client.processing().items():
                 if any(str(k).startswith("mtl-bench-") and "check" not in str(k) for k in keys):
@@ -97,7 +98,10 @@ def test_a_worker_killed_mid_cell_loses_only_that_cell(cluster, local_run, tmp_p
     killer = threading.Thread(target=kill_one_running_worker, daemon=True)
     killer.start()
     started = time.time()
-    grid.run(config, out=out, progress=None, executor=cluster_lib.DaskCluster(client=client))
+    try:
+        grid.run(config, out=out, progress=None, executor=cluster_lib.DaskCluster(client=client))
+    finally:
+        done.set()
     killer.join(5)
     assert killed, "no worker was running a cell"
     # Only the dead worker's cells ran again: the (at most 2) it had been given with one thread and the

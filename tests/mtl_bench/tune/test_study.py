@@ -117,14 +117,19 @@ def test_invalid_and_diverged_trials_fail_with_reason_and_the_study_goes_on(tmp_
 def test_resume_after_kill_loses_only_the_inflight_trial(tmp_path, tiny_config):
     out = tmp_path / "t"
     script = textwrap.dedent(f"""
-        import os, signal, time
+        import os, signal, sqlite3, time
         from mtl_bench import tune
         from mtl_bench.config import RunConfig
         from mtl_bench.tune import study
         real = study.evaluate_trial
+        def beating(trial_id):
+            with sqlite3.connect({str(out / "study.db")!r}, timeout=60) as db:
+                return db.execute("SELECT count(*) FROM trial_heartbeats WHERE trial_id = ?", (trial_id,)).fetchone()[0]
         def dying(trial, setup):
             if trial.number == 1:
-                time.sleep(1.5)  # let the heartbeat thread record the running trial
+                deadline = time.time() + 120
+                while not beating(trial._trial_id) and time.time() < deadline:  # the running trial is recorded
+                    time.sleep(0.1)
                 os.kill(os.getpid(), signal.SIGKILL)  # killed mid-trial, as by the OOM killer or kill -9
             return real(trial, setup)
         study.evaluate_trial = dying
@@ -213,15 +218,18 @@ def test_postgresql_two_workers_lose_and_duplicate_no_trial(tmp_path, postgres_u
 
 
 @pytest.mark.slow
-def test_processes_creating_one_new_sqlite_storage_at_the_same_instant_all_open_it(tmp_path):
+def test_processes_creating_one_new_sqlite_study_at_the_same_instant_all_open_it(tmp_path, tiny_config):
     # Optuna creates its tables and version rows check-then-insert: without a guard, 4 twins on one new file
-    # failed in 14 of 32 openings ("table studies already exists", a UNIQUE failure on the version row).
+    # failed in 14 of 32 openings ("table studies already exists", a UNIQUE failure on the version row); a
+    # twin could also read a signature half written by another and refuse it as "made for another arm".
     n_procs, rounds = 4, 5
     script = textwrap.dedent(f"""
-        import sys, time, types
+        import sys, time
         from pathlib import Path
+        from mtl_bench.config import RunConfig
         from mtl_bench.tune import study
         tmp = Path({str(tmp_path)!r})
+        config = RunConfig(suite="synthetic", suite_params={tiny_config().suite_params!r}, epochs=1, jobs=1)
         (tmp / f"ready{{sys.argv[1]}}").touch()
         while not (tmp / "go").exists():
             time.sleep(0.01)
@@ -229,9 +237,10 @@ def test_processes_creating_one_new_sqlite_storage_at_the_same_instant_all_open_
         for r in range({rounds}):
             while time.time() < start + r:
                 pass
-            setup = types.SimpleNamespace(storage=f"sqlite:///{{tmp}}/s{{r}}.db", heartbeat_interval=10, grace_period=30)
+            setup = study.StudySetup(config=config, arch="mmoe", regime="joint", objective="mean_auc", space={{}},
+                                     storage=f"sqlite:///{{tmp}}/s{{r}}.db", study_name="twins", n_trials=1)
             try:
-                study._storage(setup)
+                study.open_study(setup, create=True)
                 print("ok", flush=True)
             except Exception as err:
                 print("FAIL", err, flush=True)
@@ -241,11 +250,13 @@ def test_processes_creating_one_new_sqlite_storage_at_the_same_instant_all_open_
     deadline = time.time() + 300
     while len(list(tmp_path.glob("ready*"))) < n_procs and time.time() < deadline:
         time.sleep(0.05)
-    (tmp_path / "go").write_text(str(time.time() + 1.0))
+    (tmp_path / "go.tmp").write_text(str(time.time() + 1.0))
+    os.replace(tmp_path / "go.tmp", tmp_path / "go")  # whole: a twin must never read it half written
     lines = [line for proc in procs for line in proc.communicate(timeout=300)[0].splitlines()]
     assert lines == ["ok"] * (n_procs * rounds)
     for r in range(rounds):
-        assert optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s{r}.db").get_all_studies() == []
+        studies = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s{r}.db").get_all_studies()
+        assert [(s.study_name, s.user_attrs["arch"]) for s in studies] == [("twins", "mmoe")]
 
 
 def test_a_storage_whose_creation_races_a_twin_is_retried_and_a_persistent_failure_is_one_line(monkeypatch):
@@ -269,3 +280,15 @@ def test_a_storage_whose_creation_races_a_twin_is_retried_and_a_persistent_failu
     with pytest.raises(UserInputError, match=one_line):
         study_lib._storage(setup)
     assert len(calls) == 1
+
+
+def test_a_signature_half_written_by_a_twin_is_read_again_until_whole(monkeypatch):
+    reads = iter([{"suite": "synthetic"}, {"suite": "synthetic", "arch": "mmoe"}])
+
+    class Study:
+        @property
+        def user_attrs(self):
+            return next(reads)
+
+    monkeypatch.setattr(study_lib.time, "sleep", lambda seconds: None)
+    assert study_lib._settled(Study(), ["suite", "arch"]) == {"suite": "synthetic", "arch": "mmoe"}
