@@ -11,6 +11,7 @@ import multiprocessing
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -163,9 +164,12 @@ def _run_study(setup: study_lib.StudySetup, out: Path, opts: TuneOptions, progre
         progress.flush()
     t0 = time.perf_counter()
     died = ""
-    if remaining > 0 and workers <= 1 and study_lib.pin_threads():
+    # Keras seeds its initializers from Python's global random, which any other thread of this process (a Dask
+    # client, a notebook's) may draw from meanwhile: trials run here only when this thread is alone.
+    alone = threading.active_count() == 1
+    if remaining > 0 and workers <= 1 and alone and study_lib.pin_threads():
         study_lib.optimize(setup)
-    elif remaining > 0:  # workers, or one pinned worker when this process's TensorFlow is not pinned
+    elif remaining > 0:  # workers, or one pinned worker when this process is not alone or not pinned
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             futures = [pool.submit(study_lib.worker, setup) for _ in range(min(workers, remaining))]

@@ -1,10 +1,13 @@
 """Resuming and sharing a study: the sampler continues its stream, the budget is recorded and exact, trials are
 distinct, and the number of workers does not change an objective (issue 15, items 3, 19, 25)."""
 
+import random
 import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import optuna
 import pandas as pd
@@ -147,3 +150,25 @@ def test_objectives_do_not_depend_on_the_number_of_workers(tmp_path, tiny_config
     counted = two.trials[two.trials.state == "COMPLETE"].sort_values("number").reset_index(drop=True)
     columns = [c for c in one.trials.columns if c.startswith(("params_", "score_")) or c in ("number", "value")]
     pd.testing.assert_frame_equal(one.trials[columns], counted[columns], check_exact=True)
+
+
+@pytest.mark.slow
+def test_another_thread_drawing_from_pythons_random_does_not_change_the_trials(tmp_path, tiny_config):
+    # A Dask client left reconnecting drew from the global random, which seeds Keras' initializers: a study
+    # run in this process after the cluster tests pruned a trial that its twin completed.
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+            time.sleep(0.0005)
+
+    quiet = tune.tune(tiny_config(), "mmoe", n_trials=2, out=tmp_path / "quiet", progress=None)
+    drawer = threading.Thread(target=draw, daemon=True)
+    drawer.start()
+    try:
+        busy = tune.tune(tiny_config(), "mmoe", n_trials=2, out=tmp_path / "busy", progress=None)
+    finally:
+        stop.set()
+        drawer.join()
+    pd.testing.assert_frame_equal(quiet.trials.drop(columns="duration_s"), busy.trials.drop(columns="duration_s"))
