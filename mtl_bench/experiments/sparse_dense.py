@@ -170,9 +170,9 @@ def resume(run_dir: str | Path, *, progress: TextIO | None = sys.stderr, in_proc
     """Continues the sweep: finished points are kept, interrupted ones resumed, missing ones run."""
     run_dir = Path(run_dir)
     config = resolve(RunConfig.from_toml(run_dir / experiments.CONFIG))
-    manifest = rundir.restart(run_dir, config)
-    rundir.check_unchanged(run_dir, manifest, config)
     where = executor_lib.ready(executor, jobs=config.jobs, in_process=in_process)
+    manifest = rundir.restart(run_dir, config)  # writes a manifest into a directory that has none
+    rundir.check_unchanged(run_dir, manifest, config)
     points = plan(config)
     io.write_csv(run_dir / "points.csv", points)
     return _execute(config, points, run_dir, manifest, progress, where)

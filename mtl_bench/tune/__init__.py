@@ -16,7 +16,8 @@ Modules:
   TOML overrides (:func:`load_space_overrides`).
 * :mod:`~mtl_bench.tune.objectives`: task scores and :data:`OBJECTIVES` (``mean_auc``, ``main_auc``,
   ``transfer``, ``per_task``).
-* :mod:`~mtl_bench.tune.study`: storage, opening and resuming a study, trial evaluation, the
+* :mod:`~mtl_bench.tune.storage`: opening an Optuna storage, also by processes that start at once.
+* :mod:`~mtl_bench.tune.study`: opening and resuming a study, trial evaluation, the
   :class:`PruningCallback`, worker processes.
 * :mod:`~mtl_bench.tune.results`: ``trials.csv``, ``best.json``, ``config.toml``, ``pareto.csv``, plots.
 * :mod:`~mtl_bench.tune.arms`: :func:`tune` (one arm) and :func:`tune_arms` (equal budget over arms).

@@ -21,29 +21,25 @@ running one. Trials are therefore distinct and never more than ``n_trials`` are 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import importlib.util
 import json
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import optuna
-import sqlalchemy
 
 from mtl_bench.config import RunConfig
 from mtl_bench.engine import cells
 from mtl_bench.engine.regimes import REGIMES
 from mtl_bench.errors import UserInputError
 from mtl_bench.spec import SuiteData, Task
+from mtl_bench.tune import storage as storage_lib
 from mtl_bench.tune.objectives import OBJECTIVES, EpochObjective, ObjectiveContext, final_scores
 from mtl_bench.tune.space import Param, split_params
 
@@ -121,64 +117,9 @@ class _TrialSkipped(Exception):
     """A trial not run (a repeat, or over budget); its reason is in its user attrs."""
 
 
-# A twin process creating the same storage at the same instant: Optuna's schema and version rows are created
-# with check-then-insert, so one of the two fails ("table studies already exists", a UNIQUE failure on the
-# version row). The second attempt finds them made.
-_INIT_RACES = (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, optuna.exceptions.StorageInternalError)
-_INIT_ATTEMPTS = 3
-
-
-@contextlib.contextmanager
-def _creating_alone(url: str) -> Iterator[None]:
-    """Holds an ``flock`` on an SQLite storage's file while the block creates the storage and its study (a
-    no-op for other storages, whose twins rely on :data:`_INIT_RACES` and :func:`_settled`).
-
-    SQLite's own locks are POSIX record locks, which on Linux are independent of ``flock``; the lock leaves
-    no file behind but the database file itself, which SQLite reads as an empty database.
-    """
-    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
-    if not database or database == ":memory:" or not Path(database).parent.is_dir():
-        yield  # nothing to share, or a path RDBStorage will report
-        return
-    try:
-        fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _storage(setup: StudySetup) -> optuna.storages.RDBStorage:
-    kwargs: dict[str, Any] = {}
-    url = setup.storage
-    if url.startswith("postgresql://"):
-        # SQLAlchemy 2.1 defaults to psycopg 3; the package installs psycopg2-binary ([dev] / [postgresql]).
-        if importlib.util.find_spec("psycopg") is None:
-            url = "postgresql+psycopg2://" + url[len("postgresql://"):]
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    for attempt in range(1, _INIT_ATTEMPTS + 1):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    heartbeat_interval=setup.heartbeat_interval,
-                    grace_period=setup.grace_period,
-                    **kwargs,
-                )
-        except (ImportError, ModuleNotFoundError) as err:
-            raise UserInputError(f"storage {setup.storage!r} needs a database driver: {err}") from None
-        except _INIT_RACES as err:
-            if attempt == _INIT_ATTEMPTS:
-                raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
-        except Exception as err:  # sqlalchemy errors: bad URL, unreachable server
-            raise UserInputError(f"cannot open storage {setup.storage!r}: {str(err).splitlines()[0]}") from None
-    raise AssertionError("unreachable")
+    return storage_lib.open_storage(setup.storage, heartbeat_interval=setup.heartbeat_interval,
+                                    grace_period=setup.grace_period)
 
 
 def _signature(setup: StudySetup) -> dict[str, Any]:
@@ -229,7 +170,7 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
     if not create:
         return optuna.load_study(storage=_storage(setup), study_name=setup.study_name, sampler=sampler,
                                  pruner=pruner)
-    with _creating_alone(setup.storage):
+    with storage_lib.creating_alone(setup.storage):
         study = optuna.create_study(
             storage=_storage(setup), study_name=setup.study_name, sampler=sampler, pruner=pruner,
             directions=["maximize"] * n_values, load_if_exists=True,
@@ -241,11 +182,31 @@ def open_study(setup: StudySetup, *, create: bool) -> optuna.Study:
 def _settled(study: optuna.Study, keys: Sequence[str]) -> dict[str, Any]:
     """The study's user attrs ``keys``, read again while a twin process is writing them (some set, some not)."""
     for _ in range(100):
-        stored = {k: study.user_attrs.get(k) for k in keys}
+        attrs = study.user_attrs  # one read: each access queries the storage
+        stored = {k: attrs.get(k) for k in keys}
         if len({v is None for v in stored.values()}) == 1:
             break
         time.sleep(0.1)
     return stored
+
+
+def _before_paths(stored: str, current: str) -> bool:
+    """Whether ``stored`` is ``current`` as tuning recorded it before it recorded paths as ``run`` does.
+
+    Then a table or data directory was stored as given (maybe relative) and a table had no fingerprint; a
+    relative one is read from the current directory, where the same command runs again.
+    """
+    try:
+        old, new = json.loads(stored), json.loads(current)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(old, dict) or "sha256" in old:
+        return False
+    new.pop("sha256", None)
+    for key in ("table", "data_dir"):
+        if isinstance(old.get(key), str):
+            old[key] = str(Path(old[key]).expanduser().resolve())
+    return old == new
 
 
 def _sign(study: optuna.Study, setup: StudySetup) -> None:
@@ -259,6 +220,8 @@ def _sign(study: optuna.Study, setup: StudySetup) -> None:
     if all(v is None for v in stored.values()):
         for key, value in signature.items():
             study.set_user_attr(key, value)
+    elif stored == {**signature, "variant": stored["variant"]} and _before_paths(stored["variant"], signature["variant"]):
+        study.set_user_attr("variant", signature["variant"])
     elif stored != signature:
         raise UserInputError(
             f"study {setup.study_name!r} in {setup.storage} was made for another arm or suite variant "

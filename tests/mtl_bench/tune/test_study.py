@@ -1,10 +1,15 @@
 """Running a study: the pruning callback, pruned/failed/killed trials, resume, and PostgreSQL with workers."""
 
+import fcntl
+import functools
 import glob
+import json
 import math
 import os
+import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -17,7 +22,9 @@ import optuna
 import pytest
 
 from mtl_bench import tune
+from mtl_bench.config import RunConfig
 from mtl_bench.errors import UserInputError
+from mtl_bench.tune import storage as storage_lib
 from mtl_bench.tune import study as study_lib
 from mtl_bench.tune.study import PruningCallback
 
@@ -271,24 +278,86 @@ def test_a_storage_whose_creation_races_a_twin_is_retried_and_a_persistent_failu
         return "storage"
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    setup = types.SimpleNamespace(storage="postgresql://u@h/db", heartbeat_interval=10, grace_period=30)
-    assert study_lib._storage(setup) == "storage" and len(calls) == 2
+    monkeypatch.setattr(storage_lib.time, "sleep", lambda seconds: None)
+    open_ = functools.partial(storage_lib.open_storage, "postgresql://u@h/db", heartbeat_interval=10, grace_period=30)
+    assert open_() == "storage" and len(calls) == 2
 
     calls.clear()
-    monkeypatch.setattr(study_lib, "_INIT_ATTEMPTS", 1)
+    monkeypatch.setattr(storage_lib, "_INIT_ATTEMPTS", 1)
     one_line = r"^cannot open storage 'postgresql://u@h/db': \(builtins.Exception\) duplicate key$"
     with pytest.raises(UserInputError, match=one_line):
-        study_lib._storage(setup)
+        open_()
     assert len(calls) == 1
 
 
 def test_a_signature_half_written_by_a_twin_is_read_again_until_whole(monkeypatch):
-    reads = iter([{"suite": "synthetic"}, {"suite": "synthetic", "arch": "mmoe"}])
+    partial, whole = {"suite": "synthetic"}, {"suite": "synthetic", "arch": "mmoe"}
+    reads = iter([partial, partial, partial, whole])
 
     class Study:
         @property
-        def user_attrs(self):
-            return next(reads)
+        def user_attrs(self):  # each access is one query of the storage
+            return dict(next(reads))
 
     monkeypatch.setattr(study_lib.time, "sleep", lambda seconds: None)
-    assert study_lib._settled(Study(), ["suite", "arch"]) == {"suite": "synthetic", "arch": "mmoe"}
+    assert study_lib._settled(Study(), ["suite", "arch"]) == whole
+    assert next(reads, "none left") == "none left"
+
+
+@pytest.mark.parametrize("url", ["sqlite:x.db", "sqlite", "sqlite:///file:x?mode=memory&uri=true"])
+def test_a_malformed_or_uri_sqlite_url_is_left_to_the_storage_and_creates_no_file(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with storage_lib.creating_alone(url):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    if url != "sqlite:///file:x?mode=memory&uri=true":
+        with pytest.raises(UserInputError, match=rf"^cannot open storage {re.escape(repr(url))}: "):
+            storage_lib.open_storage(url, heartbeat_interval=10, grace_period=30)
+
+
+def test_creating_a_study_waits_for_a_twin_then_says_so_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage_lib, "_CREATE_WAIT_SECONDS", 0.3)
+    twin = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(twin, fcntl.LOCK_EX)  # another open file description: as another process holds it
+    try:
+        with pytest.raises(UserInputError, match=r"another process has been creating a study in .* for over 0 s"):
+            with storage_lib.creating_alone(f"sqlite:///{tmp_path}/s.db"):
+                pass
+    finally:
+        os.close(twin)
+    with storage_lib.creating_alone(f"sqlite:///{tmp_path}/s.db"):
+        assert not (tmp_path / "s.db").exists()  # the directory is locked, not the database file
+
+
+def test_the_lock_leaves_sqlites_own_locks_held_by_this_process(tmp_path):
+    # Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included: a
+    # lock taken on the database file itself let another process write while this one held the write lock.
+    db = tmp_path / "s.db"
+    writer = sqlite3.connect(db, timeout=0, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    with storage_lib.creating_alone(f"sqlite:///{db}"):
+        pass
+    other = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None); c.execute('BEGIN IMMEDIATE')"
+    done = subprocess.run([sys.executable, "-c", other, str(db)], capture_output=True, text=True, timeout=60)
+    writer.execute("ROLLBACK")
+    assert done.returncode == 1 and "database is locked" in done.stderr
+
+
+def test_a_study_tuned_before_paths_were_recorded_as_run_records_them_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    current = {"table": str(tmp_path / "clicks.toml"), "sha256": "ab:cd", "seed": 0}
+    setup = types.SimpleNamespace(config=RunConfig(suite="table"), variant=tuple(sorted(current.items())),
+                                  arch="mmoe", regime="joint", objective="mean_auc", study_name="s", storage="memory")
+    study = optuna.create_study()
+    legacy = {**study_lib._signature(setup), "variant": json.dumps({"seed": 0, "table": "clicks.toml"}, sort_keys=True)}
+    for key, value in legacy.items():
+        study.set_user_attr(key, value)
+    study_lib._sign(study, setup)
+    assert json.loads(study.user_attrs["variant"]) == current  # recorded as run records it from now on
+    elsewhere = {**legacy, "variant": json.dumps({"seed": 0, "table": "other/clicks.toml"}, sort_keys=True)}
+    study = optuna.create_study()
+    for key, value in elsewhere.items():
+        study.set_user_attr(key, value)
+    with pytest.raises(UserInputError, match="was made for another arm or suite variant"):
+        study_lib._sign(study, setup)
