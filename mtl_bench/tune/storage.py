@@ -1,4 +1,4 @@
-"""Optuna storages: opened once per process, created safely by processes that start at the same instant.
+"""Optuna storages: opening one, also when several processes create it at the same instant.
 
 Several ``tune`` processes (``--workers``, or one per machine) may open one new storage at once. SQLite
 twins wait for each other (:func:`creating_alone`); on a database server, creation is retried.
